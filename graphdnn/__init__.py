@@ -1,0 +1,66 @@
+"""graphdnn: deep networks as named operation graphs, compiled to PyTorch.
+
+Build by name (``layers.dense(X, 300, name="hidden1")``), compile any part to a ``torch.nn.Module``
+(``graphdnn.compile``), save weights and graph in one safetensors file (``graphdnn.save``/``load``),
+export to ONNX with every name intact (``graphdnn.export_onnx``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphdnn import initializers, layers, nn, regularizers
+from graphdnn.compiler import CompiledGraph, compile  # noqa: A004
+from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, RestoreError, UnknownOpError
+from graphdnn.graph import Graph, Op, Tensor, get_default_graph, reset_default_graph
+from graphdnn.names import graph_name, state_key
+from graphdnn.nn import placeholder
+
+__version__ = "0.1.0"
+
+
+def save(obj: Any, path: str, **kwargs: Any) -> Any:
+    """Save a graph or compiled module (variables + graph) to one ``.safetensors`` file."""
+    from graphdnn.checkpoint import save as _save
+
+    return _save(obj, path, **kwargs)
+
+
+def load(path: str, **kwargs: Any) -> Graph:
+    """Load a graph with its values from any supported format (chosen by the file)."""
+    from graphdnn.loading import load as _load
+
+    return _load(path, **kwargs)
+
+
+def export_onnx(obj: Any, path: str, **kwargs: Any) -> Any:
+    """Export a graph or compiled module to ONNX, keeping every name."""
+    from converters.onnx_export import export_onnx as _export
+
+    return _export(obj, path, **kwargs)
+
+
+__all__ = [
+    "CompiledGraph",
+    "FileFormatError",
+    "Graph",
+    "GraphDNNError",
+    "GraphError",
+    "Op",
+    "RestoreError",
+    "Tensor",
+    "UnknownOpError",
+    "compile",
+    "export_onnx",
+    "get_default_graph",
+    "graph_name",
+    "initializers",
+    "layers",
+    "load",
+    "nn",
+    "placeholder",
+    "regularizers",
+    "reset_default_graph",
+    "save",
+    "state_key",
+]

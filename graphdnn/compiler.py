@@ -1,0 +1,328 @@
+"""Compile a graph (or the part between chosen inputs and outputs) to a ``torch.fx.GraphModule``.
+
+The generated ``forward`` is straight-line torch code (``model.code`` shows it): one call per op,
+through the op's registered lowering, with no per-node interpretation at run time. Variables are
+parameters (trainable) or buffers (state) in nested submodules that mirror the scopes, under the
+keys of ``names.state_key`` (``hidden1/kernel`` -> ``hidden1.kernel``); they are the graph's own
+tensors, so modules compiled from one graph share their variables, as TF variables are shared.
+Any tensor can be an input (everything it depends on is skipped) and any tensor an output.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from graphdnn.errors import GraphError
+from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
+from graphdnn.names import identifier, split_tensor_name, state_key, tensor_name
+from graphdnn.ops.registry import OpDef, lookup
+from graphdnn.shapes import constant_value
+
+TensorRef = Tensor | str
+
+
+def _ref(graph: Graph, t: TensorRef) -> str:
+    return graph.get_tensor(t).name if not isinstance(t, Tensor) else t.name
+
+
+def default_outputs(graph: Graph) -> list[str]:
+    """Outputs of ops nothing consumes (variables, placeholders, constants and regularization
+    losses excluded): what a model built in the graph computes."""
+    skip = set(graph.get_collection(REGULARIZATION_LOSSES))
+    outs = []
+    for op in graph.operations():
+        if op.is_variable or op.is_placeholder or op.type == "Constant" or graph.nx.out_degree(op.name):
+            continue
+        outs += [op.output(i) for i in range(len(op.outputs)) if op.output(i) not in skip]
+    return outs
+
+
+def needed_ops(graph: Graph, inputs: Sequence[str], outputs: Sequence[str]) -> list[Op]:
+    """The ops computing ``outputs`` from ``inputs``, in topological order; a needed placeholder
+    that is not an input is an error."""
+    fed, seen, stack = set(inputs), set(), list(outputs)
+    while stack:
+        ref = stack.pop()
+        if ref in fed:
+            continue
+        op_name = split_tensor_name(ref)[0]
+        if op_name in seen:
+            continue
+        seen.add(op_name)
+        op = graph.get_operation(op_name)
+        if op.is_placeholder:
+            raise GraphError(
+                f"the outputs need placeholder {op.name!r}, which is not among the inputs {list(inputs)}; "
+                "add it to inputs (or feed a tensor downstream of it)"
+            )
+        stack.extend(r for r in op.inputs if r is not None)
+    return [graph.nx.nodes[n]["op"] for n in graph.topological_order() if n in seen]
+
+
+class CompiledGraph(fx.GraphModule):
+    """A module compiled from a graph: ``forward(*inputs)`` returns the outputs (one tensor or a
+    tuple, in order). ``source_graph``, ``input_names`` and ``output_names`` say what it computes."""
+
+    source_graph: Graph
+    input_names: list[str]
+    output_names: list[str]
+    variable_names: list[str]
+
+    def variable(self, name: str) -> torch.Tensor:
+        """The parameter or buffer of variable ``name`` (graph name, e.g. ``hidden1/kernel``)."""
+        key = state_key(name)
+        try:
+            return self.get_parameter(key)
+        except AttributeError:
+            try:
+                return self.get_buffer(key)
+            except AttributeError:
+                raise GraphError(f"variable {name!r} is not part of this compiled module") from None
+
+    def graph_state_dict(self) -> dict[str, torch.Tensor]:
+        """The module's variables keyed by graph name."""
+        return {name: self.variable(name) for name in self.variable_names}
+
+    def regularization_loss(self) -> torch.Tensor:
+        """Sum of the penalties of the regularizers attached to this module's variables."""
+        from graphdnn.regularizers import penalty
+
+        total: torch.Tensor | None = None
+        for name in self.variable_names:
+            spec = self.source_graph.get_operation(name).attrs.get("regularizer")
+            if spec:
+                term = penalty(spec, self.variable(name))
+                total = term if total is None else total + term
+        if total is None:
+            p = next(iter(self.parameters()), None)
+            return torch.zeros((), device=p.device if p is not None else None)
+        return total
+
+    def apply_constraints(self) -> None:
+        """Apply the variables' constraints (max-norm...) in place; call after each optimizer step."""
+        from graphdnn.regularizers import apply_constraint
+
+        for name in self.variable_names:
+            spec = self.source_graph.get_operation(name).attrs.get("constraint")
+            if spec:
+                apply_constraint(spec, self.variable(name))
+
+
+def compile(  # noqa: A001 - the public name mirrors torch.compile
+    graph: Graph,
+    inputs: Sequence[TensorRef] | None = None,
+    outputs: Sequence[TensorRef] | TensorRef | None = None,
+) -> CompiledGraph:
+    """Compile ``graph`` to a module computing ``outputs`` (default: every terminal tensor) from
+    ``inputs`` (default: the placeholders the outputs need, in creation order)."""
+    if isinstance(outputs, (Tensor, str)):
+        outputs = [outputs]
+    out_refs = [_ref(graph, t) for t in outputs] if outputs is not None else default_outputs(graph)
+    if not out_refs:
+        raise GraphError("nothing to compile: the graph has no outputs; pass outputs=[...]")
+    if inputs is None:
+        needed = needed_ops(graph, [op.output() for op in graph.placeholders()], out_refs)
+        needed_names = {op.name for r in out_refs for op in [graph.get_operation(r)]} | {o.name for o in needed}
+        in_refs = [op.output() for op in graph.placeholders() if _feeds(graph, op, needed_names)]
+    else:
+        in_refs = [_ref(graph, t) for t in inputs]
+    ops = needed_ops(graph, in_refs, out_refs)
+    return _Builder(graph, in_refs, out_refs, ops).build()
+
+
+def _feeds(graph: Graph, placeholder: Op, needed: set[str]) -> bool:
+    return any(c.name in needed for c in graph.consumers(placeholder.name)) or placeholder.name in needed
+
+
+_DETERMINISTIC_EXCLUDED = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                           "Multinomial", "Bernoulli", "AlphaDropout"}
+
+
+class _Builder:
+    """Emits the fx graph of a compile plan."""
+
+    def __init__(self, graph: Graph, inputs: list[str], outputs: list[str], ops: list[Op]) -> None:
+        self.graph, self.inputs, self.outputs, self.ops = graph, inputs, outputs, ops
+        self.fx = fx.Graph()
+        self.root = nn.Module()
+        self.env: dict[str, Any] = {}
+        self.consts: dict[str, torch.Tensor] = {}
+        self.consts_by_ref: dict[str, str] = {}
+        self.variables: list[str] = []
+        self.training: fx.Node | None = None
+        self.uses = self._count_uses()
+
+    def _count_uses(self) -> dict[str, int]:
+        uses: dict[str, int] = {}
+        for op in self.ops:
+            for r in op.inputs:
+                if r is not None:
+                    uses[r] = uses.get(r, 0) + 1
+        for r in self.outputs:
+            uses[r] = uses.get(r, 0) + 1
+        return uses
+
+    def build(self) -> CompiledGraph:
+        used_idents: set[str] = set()
+        for ref in self.inputs:
+            ident = identifier(split_tensor_name(ref)[0], "input")
+            while ident in used_idents:
+                ident += "_"
+            used_idents.add(ident)
+            node = self.fx.placeholder(ident)
+            node.meta["graphdnn_name"] = ref
+            self.env[ref] = node
+        fused = self._fusions()
+        for op in self.ops:
+            if op.is_variable:
+                self._variable(op)
+            elif op.name in fused.values():
+                continue
+            elif op.name in fused:
+                self._addmm(op, self.graph.get_operation(fused[op.name]))
+            elif self._foldable(op):
+                self._fold(op)
+            else:
+                self._call(op)
+        results = [self._value(r) for r in self.outputs]
+        self.fx.output(results[0] if len(results) == 1 else tuple(results))
+        module = CompiledGraph(self.root, self.fx, class_name="CompiledGraph")
+        for key in self.consts:
+            module.register_buffer(key, getattr(module, key), persistent=False)
+        module.source_graph = self.graph
+        module.input_names = list(self.inputs)
+        module.output_names = list(self.outputs)
+        module.variable_names = list(self.variables)
+        return module
+
+    # -- values -------------------------------------------------------------------------
+    def _value(self, ref: str) -> Any:
+        if ref in self.env:
+            return self.env[ref]
+        op_name, index = split_tensor_name(ref)
+        base = self.env.get(tensor_name(op_name, -1))
+        if base is None:
+            raise GraphError(f"tensor {ref!r} is not computed by this plan")
+        node = self.fx.call_function(operator.getitem, (base, index))
+        self.env[ref] = node
+        return node
+
+    def _variable(self, op: Op) -> None:
+        key = state_key(op.name)
+        parent_key, _, leaf = key.rpartition(".")
+        parent = self.root
+        for part in parent_key.split(".") if parent_key else []:
+            child = parent._modules.get(part)
+            if child is None:
+                child = nn.Module()
+                parent.add_module(part, child)
+            parent = child
+        value = self.graph.values[op.name]
+        if isinstance(value, nn.Parameter):
+            parent.register_parameter(leaf, value)
+        else:
+            parent.register_buffer(leaf, value)
+        node = self.fx.get_attr(key)
+        node.meta["graphdnn_name"] = op.name
+        self.env[op.output()] = node
+        self.variables.append(op.name)
+
+    def _foldable(self, op: Op) -> bool:
+        if op.type in _DETERMINISTIC_EXCLUDED:
+            return False
+        if op.type == "Constant":
+            return True
+        return bool(op.inputs) and all(r is None or r in self.consts_by_ref for r in op.inputs)
+
+    def _fold(self, op: Op) -> None:
+        opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+        args = [None if r is None else self.consts[self.consts_by_ref[r]] for r in op.inputs]
+        for i in opdef.static_inputs:
+            if i < len(args) and args[i] is not None:
+                args[i] = args[i].tolist()
+        kwargs = dict(op.attrs)
+        if opdef.num_outputs is None:
+            kwargs["_outputs"] = len(op.outputs)
+        with torch.no_grad():
+            result = opdef.lower(*args, **kwargs)
+        results = result if isinstance(result, tuple) else (result,)
+        for i, value in enumerate(results[: len(op.outputs)]):
+            key = f"_const_{len(self.consts)}"
+            self.consts[key] = value
+            self.root.register_buffer(key, value)
+            ref = op.output(i)
+            self.consts_by_ref[ref] = key
+            node = self.fx.get_attr(key)
+            node.meta["graphdnn_name"] = ref
+            self.env[ref] = node
+
+    def _args(self, op: Op, opdef: OpDef) -> list[Any]:
+        args: list[Any] = []
+        for i, ref in enumerate(op.inputs):
+            if ref is None:
+                args.append(None)
+            elif i in opdef.static_inputs and (value := self._static(ref)) is not None:
+                args.append(value)
+            else:
+                args.append(self._value(ref))
+        while args and args[-1] is None:
+            args.pop()
+        return args
+
+    def _static(self, ref: str) -> Any:
+        if ref in self.consts_by_ref:
+            return self.consts[self.consts_by_ref[ref]].tolist()
+        value = constant_value(self.graph, ref)
+        return None if value is None else value.tolist()
+
+    def _call(self, op: Op) -> None:
+        opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+        kwargs = dict(op.attrs)
+        if opdef.uses_training:
+            if self.training is None:
+                self.training = self.fx.get_attr("training")
+            kwargs["training"] = self.training
+        if opdef.num_outputs is None:
+            kwargs["_outputs"] = len(op.outputs)
+        node = self._emit(opdef.lower, tuple(self._args(op, opdef)), kwargs, op.name)
+        node.meta["graphdnn_name"] = op.name
+        if opdef.num_outputs == 1:
+            self.env[op.output()] = node
+        else:
+            self.env[tensor_name(op.name, -1)] = node
+
+    def _emit(self, fn: Any, args: tuple, kwargs: dict[str, Any], op_name: str) -> fx.Node:
+        return self.fx.create_node("call_function", fn, args, kwargs, name=identifier(op_name, "op"))
+
+    # -- peephole: MatMul + bias Add -> addmm --------------------------------------------
+    def _fusions(self) -> dict[str, str]:
+        """Map Add op -> MatMul op for ``x @ W + b`` with 2-D x and W, 1-D b, used once."""
+        fused: dict[str, str] = {}
+        planned = {op.name for op in self.ops}
+        for op in self.ops:
+            if op.type != "Add" or op.domain or op.inputs[0] is None:
+                continue
+            mm_name, _ = split_tensor_name(op.inputs[0])
+            mm = self.graph.get_operation(mm_name)
+            if mm.type != "MatMul" or mm.domain or self.uses.get(op.inputs[0], 0) != 1 or op.inputs[0] in self.inputs:
+                continue
+            shapes = [self.graph.get_tensor(r).shape for r in (*mm.inputs, op.inputs[1])]
+            dtypes = {self.graph.get_tensor(r).dtype for r in (*mm.inputs, op.inputs[1])}
+            if None in shapes or [len(s) for s in shapes] != [2, 2, 1] or len(dtypes) != 1:
+                continue
+            if mm.name in planned:
+                fused[op.name] = mm.name
+        return fused
+
+    def _addmm(self, add: Op, mm: Op) -> None:
+        x, w = (self._value(r) for r in mm.inputs)
+        node = self._emit(torch.addmm, (self._value(add.inputs[1]), x, w), {}, add.name)
+        node.meta["graphdnn_name"] = add.name
+        node.meta["graphdnn_fused"] = [mm.name, add.name]
+        self.env[add.output()] = node

@@ -1,0 +1,75 @@
+"""Helpers for inputs that an op needs as Python values (shapes, axes, ratios).
+
+Such inputs are listed in ``OpDef.static_inputs``. When their producer is a constant, compiled code
+passes them as Python lists or numbers (so ``torch.compile`` sees no data-dependent shape);
+otherwise the lowering receives a tensor. These helpers accept either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def as_ints(value: Any) -> list[int]:
+    """A list of ints from a tensor, list, tuple or scalar."""
+    if isinstance(value, torch.Tensor):
+        return [int(v) for v in value.reshape(-1).tolist()]
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(value)]
+
+
+def as_float(value: Any) -> float:
+    """A Python float from a 0-d/1-element tensor or a number."""
+    if isinstance(value, torch.Tensor):
+        return float(value.reshape(-1)[0].item())
+    if isinstance(value, (list, tuple)):
+        return float(value[0])
+    return float(value)
+
+
+# ONNX element types beyond graphdnn.dtypes that torch can hold (Cast targets, attribute tensors).
+_EXTRA_ONNX_DTYPES: dict[int, tuple[str, torch.dtype]] = {
+    17: ("float8_e4m3fn", torch.float8_e4m3fn),
+    18: ("float8_e4m3fnuz", torch.float8_e4m3fnuz),
+    19: ("float8_e5m2", torch.float8_e5m2),
+    20: ("float8_e5m2fnuz", torch.float8_e5m2fnuz),
+}
+_EXTRA_BY_NAME = {name: dt for name, dt in _EXTRA_ONNX_DTYPES.values()}
+
+
+def dtype_from_onnx(code: int) -> torch.dtype:
+    """The torch dtype of an ONNX ``TensorProto.DataType`` code (float8 types included)."""
+    if code in _EXTRA_ONNX_DTYPES:
+        return _EXTRA_ONNX_DTYPES[code][1]
+    from graphdnn.dtypes import onnx_to_torch_dtype
+
+    return onnx_to_torch_dtype(int(code))
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """The torch dtype of a dtype name ("float32", "float8_e4m3fn"...)."""
+    if name in _EXTRA_BY_NAME:
+        return _EXTRA_BY_NAME[name]
+    from graphdnn.dtypes import torch_dtype
+
+    return torch_dtype(name)
+
+
+def tensor_from_attr(value: Any) -> torch.Tensor:
+    """A tensor from a TENSOR attribute's JSON-safe form ``{"dtype", "shape", "data"}``.
+
+    Also accepts an already-built tensor (returned as is)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    dtype = dtype_from_name(value["dtype"])
+    data = value["data"]
+    if dtype.is_floating_point and dtype not in (torch.float32, torch.float64):
+        t = torch.tensor(data, dtype=torch.float64).to(dtype)
+    elif dtype in (torch.uint16, torch.uint32, torch.uint64):
+        t = torch.tensor(data, dtype=torch.int64).to(dtype)
+    else:
+        t = torch.tensor(data, dtype=dtype)
+    return t.reshape([int(d) for d in value["shape"]])

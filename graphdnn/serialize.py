@@ -1,0 +1,166 @@
+"""Lossless, versioned JSON for graphs (ops, attributes, shapes, collections, opset, scopes).
+
+Variable *values* are not in the JSON: checkpoints store them beside it. Reading validates every
+field, so a hostile or corrupted document gives a ``FileFormatError`` naming what is wrong; nothing
+read is ever evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from graphdnn.errors import FileFormatError, GraphError
+from graphdnn.graph import Graph, Op, ValueInfo
+from graphdnn.names import split_tensor_name
+from graphdnn.ops.registry import GRAPHDNN_DOMAIN, MAX_ONNX_OPSET, is_known
+
+FORMAT = "graphdnn-graph"
+VERSION = 1
+_BUILTIN = {(GRAPHDNN_DOMAIN, "Variable"), (GRAPHDNN_DOMAIN, "Placeholder")}
+
+
+def graph_to_dict(graph: Graph) -> dict[str, Any]:
+    """The graph as a JSON-safe dict."""
+    ops = []
+    for op in graph.operations():
+        entry: dict[str, Any] = {
+            "name": op.name,
+            "type": op.type,
+            "inputs": list(op.inputs),
+            "attrs": op.attrs,
+            "outputs": [{"shape": None if o.shape is None else list(o.shape), "dtype": o.dtype} for o in op.outputs],
+        }
+        if op.domain:
+            entry["domain"] = op.domain
+        if op.meta:
+            entry["meta"] = op.meta
+        ops.append(entry)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": graph.name,
+        "opset": dict(graph.opset),
+        "ops": ops,
+        "collections": {k: list(v) for k, v in graph.collections.items()},
+        "scopes": sorted(graph._scopes),
+        "meta": graph.meta,
+    }
+
+
+def graph_to_json(graph: Graph, indent: int | None = None) -> str:
+    """Serialize ``graph`` (without variable values) to a JSON string."""
+    try:
+        return json.dumps(graph_to_dict(graph), indent=indent, ensure_ascii=False, allow_nan=True)
+    except TypeError as exc:
+        raise GraphError(f"graph {graph.name!r} holds an attribute that is not JSON data: {exc}") from exc
+
+
+def graph_from_json(text: str | bytes, source: str = "<json>") -> Graph:
+    """Rebuild a graph from ``graph_to_json`` output; variables get no values (see ``initialize``)."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{source}: the graph metadata is not valid JSON ({exc})") from exc
+    return graph_from_dict(doc, source)
+
+
+def _need(cond: bool, source: str, what: str) -> None:
+    if not cond:
+        raise FileFormatError(f"{source}: malformed graph: {what}")
+
+
+def _shape(value: Any, source: str, where: str) -> tuple[int | None, ...] | None:
+    if value is None:
+        return None
+    _need(isinstance(value, list) and all(d is None or (isinstance(d, int) and d >= 0) for d in value),
+          source, f"{where}: shape must be a list of non-negative ints or nulls")
+    return tuple(value)
+
+
+def graph_from_dict(doc: Any, source: str = "<json>") -> Graph:
+    """Rebuild a graph from ``graph_to_dict`` output, validating every field."""
+    _need(isinstance(doc, dict), source, "top level is not an object")
+    _need(doc.get("format") == FORMAT, source, f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+    version = doc.get("version")
+    _need(isinstance(version, int), source, "version missing")
+    if version > VERSION:
+        raise FileFormatError(f"{source}: graph format version {version} is newer than this graphdnn "
+                              f"understands ({VERSION}); upgrade graphdnn")
+    graph = Graph(str(doc.get("name", "graph")))
+    opset = doc.get("opset", {})
+    _need(isinstance(opset, dict) and all(isinstance(k, str) and isinstance(v, int) for k, v in opset.items()),
+          source, "opset must map domains to ints")
+    if opset.get("", 0) > MAX_ONNX_OPSET:
+        raise FileFormatError(f"{source}: ONNX opset {opset['']} is newer than graphdnn supports ({MAX_ONNX_OPSET})")
+    graph.opset.update(opset)
+    ops = doc.get("ops")
+    _need(isinstance(ops, list), source, "ops must be a list")
+    unknown: dict[str, list[str]] = {}
+    parsed = []
+    for i, entry in enumerate(ops):
+        _need(isinstance(entry, dict), source, f"op #{i} is not an object")
+        name, op_type, domain = entry.get("name"), entry.get("type"), entry.get("domain", "")
+        _need(isinstance(name, str) and name != "", source, f"op #{i} has no name")
+        _need(isinstance(op_type, str) and isinstance(domain, str), source, f"op {name!r}: bad type/domain")
+        if (domain, op_type) not in _BUILTIN and not is_known(op_type, domain):
+            unknown.setdefault(f"{domain + '::' if domain else ''}{op_type}", []).append(name)
+        inputs = entry.get("inputs", [])
+        _need(isinstance(inputs, list) and all(r is None or isinstance(r, str) for r in inputs),
+              source, f"op {name!r}: inputs must be a list of tensor names")
+        attrs = entry.get("attrs", {})
+        _need(isinstance(attrs, dict), source, f"op {name!r}: attrs must be an object")
+        outs = entry.get("outputs", [])
+        _need(isinstance(outs, list) and all(isinstance(o, dict) for o in outs), source,
+              f"op {name!r}: outputs must be a list of objects")
+        infos = [ValueInfo(_shape(o.get("shape"), source, f"op {name!r}"), o.get("dtype")) for o in outs]
+        meta = entry.get("meta", {})
+        _need(isinstance(meta, dict), source, f"op {name!r}: meta must be an object")
+        parsed.append(Op(name, op_type, inputs, attrs, infos, domain, meta))
+    if unknown:
+        listed = "; ".join(f"{t} (ops {', '.join(map(repr, names[:5]))})" for t, names in sorted(unknown.items()))
+        raise FileFormatError(f"{source}: unsupported op types: {listed}")
+    for op in parsed:
+        _need(op.name not in graph.nx, source, f"duplicate op name {op.name!r}")
+        for ref in op.inputs:
+            if ref is None:
+                continue
+            producer, index = split_tensor_name(ref)
+            _need(producer in graph.nx, source, f"op {op.name!r} reads {ref!r}, which no earlier op produces")
+            _need(index < len(graph.nx.nodes[producer]["op"].outputs), source,
+                  f"op {op.name!r} reads {ref!r}, beyond its producer's outputs")
+        if op.is_variable:
+            _need(isinstance(op.attrs.get("shape"), list) and isinstance(op.attrs.get("dtype"), str)
+                  and isinstance(op.attrs.get("trainable"), bool), source,
+                  f"variable {op.name!r} needs shape, dtype and trainable")
+        graph._insert(op)
+    collections = doc.get("collections", {})
+    _need(isinstance(collections, dict), source, "collections must be an object")
+    for key, names in collections.items():
+        _need(isinstance(names, list) and all(isinstance(n, str) for n in names), source,
+              f"collection {key!r} must be a list of names")
+        graph.collections[key] = list(names)
+    scopes = doc.get("scopes", [])
+    _need(isinstance(scopes, list) and all(isinstance(s, str) for s in scopes), source, "scopes must be names")
+    graph._scopes.update(scopes)
+    meta = doc.get("meta", {})
+    _need(isinstance(meta, dict), source, "meta must be an object")
+    graph.meta.update(meta)
+    return graph
+
+
+def initialize(graph: Graph, only_missing: bool = True) -> list[str]:
+    """Draw values for variables that have none, from their initializer specs; returns their names."""
+    from graphdnn import initializers
+
+    drawn = []
+    for op in graph.variables():
+        if only_missing and op.name in graph.values:
+            continue
+        spec = op.attrs.get("initializer") or {}
+        if spec.get("type") in (None, "value"):
+            raise GraphError(f"variable {op.name!r} has no value and no initializer to draw one from; restore it")
+        value = initializers.materialize(spec, tuple(op.attrs["shape"]), op.attrs["dtype"], op.attrs.get("layout"))
+        graph.set_value(op.name, value)
+        drawn.append(op.name)
+    return drawn

@@ -1,0 +1,93 @@
+"""Shape and dtype inference by running an op's lowering on ``meta`` tensors (no data, no compute).
+
+Unknown dims (``None``, the batch) are stood in for by a sentinel size; output dims that are
+multiples of it are unknown again. Inputs an op needs as values (``OpDef.static_inputs``) are read
+from constants when they are constants; otherwise the output shape is left unknown.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from graphdnn.dtypes import dtype_name, torch_dtype
+from graphdnn.errors import GraphError
+from graphdnn.names import split_tensor_name
+
+if TYPE_CHECKING:
+    from graphdnn.graph import Graph, Op, ValueInfo
+    from graphdnn.ops.registry import OpDef
+
+_SENTINEL = 7919  # a prime no real layer width is a multiple of
+
+
+def constant_value(graph: Graph, ref: str) -> torch.Tensor | None:
+    """The value of tensor ``ref`` when it is a compile-time constant (a Constant op, or a
+    non-trainable variable of an integer dtype such as an imported shape), else None."""
+    op_name, _ = split_tensor_name(ref)
+    op = graph.nx.nodes[op_name]["op"]
+    if op.type == "Constant" and op.domain == "":
+        from graphdnn.ops.registry import lookup
+
+        return lookup("Constant").lower(**op.attrs)
+    if op.is_variable and not op.attrs["trainable"] and not torch_dtype(op.attrs["dtype"]).is_floating_point:
+        return graph.values.get(op_name)
+    return None
+
+
+def infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
+    """Output ValueInfos of ``op``; raises GraphError when known input shapes are incompatible."""
+    from graphdnn.graph import ValueInfo
+
+    unknown = [ValueInfo(None, None) for _ in range(count)]
+    args: list[Any] = []
+    for i, ref in enumerate(op.inputs):
+        if ref is None:
+            args.append(None)
+            continue
+        if i in opdef.static_inputs:
+            value = constant_value(graph, ref)
+            if value is None:
+                return unknown
+            args.append(value.tolist())
+            continue
+        info = _info(graph, ref)
+        if info.shape is None or info.dtype is None:
+            return unknown
+        shape = [_SENTINEL if d is None else d for d in info.shape]
+        args.append(torch.empty(shape, dtype=torch_dtype(info.dtype), device="meta"))
+    kwargs = dict(op.attrs)
+    if opdef.uses_training:
+        kwargs["training"] = False
+    if opdef.num_outputs is None:
+        kwargs["_outputs"] = count
+    try:
+        result = opdef.lower(*args, **kwargs)
+    except (NotImplementedError, RuntimeError) as exc:
+        if "meta" in str(exc).lower() or "data-dependent" in str(exc).lower():
+            return unknown
+        raise _shape_error(graph, op, exc) from exc
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _shape_error(graph, op, exc) from exc
+    results = result if isinstance(result, tuple) else (result,)
+    infos = []
+    for r in results[:count]:
+        if not isinstance(r, torch.Tensor):
+            infos.append(ValueInfo(None, None))
+            continue
+        dims = tuple(None if (d >= _SENTINEL and d % _SENTINEL == 0) else int(d) for d in r.shape)
+        infos.append(ValueInfo(dims, dtype_name(r.dtype)))
+    return infos + unknown[len(infos):]
+
+
+def _info(graph: Graph, ref: str) -> ValueInfo:
+    op_name, index = split_tensor_name(ref)
+    return graph.nx.nodes[op_name]["op"].outputs[index]
+
+
+def _shape_error(graph: Graph, op: Op, exc: Exception) -> GraphError:
+    described = ", ".join(
+        "None" if r is None else f"{r!r} {_info(graph, r).shape} {_info(graph, r).dtype}" for r in op.inputs
+    )
+    return GraphError(f"op {op.name!r} ({op.type}): incompatible inputs [{described}]: {exc}")
