@@ -10,12 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 from graphdnn import initializers, layers, nn, regularizers
+from graphdnn.cache import cache_frozen
 from graphdnn.compiler import CompiledGraph, compile  # noqa: A004
 from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, RestoreError, UnknownOpError
+from graphdnn.freeze import freeze, make_optimizer, trainable_parameters, unfreeze
 from graphdnn.graph import Graph, Op, Tensor, get_default_graph, reset_default_graph
 from graphdnn.names import graph_name, state_key
 from graphdnn.nn import placeholder
+from graphdnn.restore import RestoreReport, restore
+from graphdnn.surgery import (
+    extract_subgraph,
+    prune,
+    remove_scope,
+    rename_scope,
+    replace_scope,
+    stop_gradient_after,
+)
 
+# ``graphdnn.restore`` and ``graphdnn.freeze`` are the functions; reach the modules' other names with
+# ``from graphdnn.restore import match_names`` (``import graphdnn.restore as m`` would give the function).
 __version__ = "0.1.0"
 
 
@@ -42,6 +55,7 @@ def export_onnx(obj: Any, path: str, **kwargs: Any) -> Any:
 
 __all__ = [
     "CompiledGraph",
+    "RestoreReport",
     "FileFormatError",
     "Graph",
     "GraphDNNError",
@@ -50,17 +64,29 @@ __all__ = [
     "RestoreError",
     "Tensor",
     "UnknownOpError",
+    "cache_frozen",
     "compile",
+    "extract_subgraph",
+    "freeze",
     "export_onnx",
     "get_default_graph",
     "graph_name",
     "initializers",
     "layers",
     "load",
+    "make_optimizer",
     "nn",
     "placeholder",
+    "prune",
     "regularizers",
+    "remove_scope",
+    "rename_scope",
+    "replace_scope",
     "reset_default_graph",
+    "restore",
     "save",
     "state_key",
+    "stop_gradient_after",
+    "trainable_parameters",
+    "unfreeze",
 ]

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn as nn
 
 from graphdnn.errors import GraphError
 from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
@@ -136,6 +135,11 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     return _Builder(graph, in_refs, out_refs, ops).build()
 
 
+def _info(graph: Graph, ref: str | None) -> Any:
+    op_name, index = split_tensor_name(ref or "")
+    return graph.nx.nodes[op_name]["op"].outputs[index]
+
+
 def _feeds(graph: Graph, placeholder: Op, needed: set[str]) -> bool:
     return any(c.name in needed for c in graph.consumers(placeholder.name)) or placeholder.name in needed
 
@@ -150,7 +154,8 @@ class _Builder:
     def __init__(self, graph: Graph, inputs: list[str], outputs: list[str], ops: list[Op]) -> None:
         self.graph, self.inputs, self.outputs, self.ops = graph, inputs, outputs, ops
         self.fx = fx.Graph()
-        self.root = nn.Module()
+        self.root: dict[str, Any] = {"training": True}
+        self.scopes: set[str] = set()
         self.env: dict[str, Any] = {}
         self.consts: dict[str, torch.Tensor] = {}
         self.consts_by_ref: dict[str, str] = {}
@@ -179,10 +184,11 @@ class _Builder:
             node.meta["graphdnn_name"] = ref
             self.env[ref] = node
         fused = self._fusions()
+        absorbed = set(fused.values())
         for op in self.ops:
             if op.is_variable:
                 self._variable(op)
-            elif op.name in fused.values():
+            elif op.name in absorbed:
                 continue
             elif op.name in fused:
                 self._addmm(op, self.graph.get_operation(fused[op.name]))
@@ -215,19 +221,16 @@ class _Builder:
 
     def _variable(self, op: Op) -> None:
         key = state_key(op.name)
-        parent_key, _, leaf = key.rpartition(".")
-        parent = self.root
-        for part in parent_key.split(".") if parent_key else []:
-            child = parent._modules.get(part)
-            if child is None:
-                child = nn.Module()
-                parent.add_module(part, child)
-            parent = child
-        value = self.graph.values[op.name]
-        if isinstance(value, nn.Parameter):
-            parent.register_parameter(leaf, value)
-        else:
-            parent.register_buffer(leaf, value)
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            self.scopes.add(".".join(parts[:i]))
+        clash = key in self.scopes or any(".".join(parts[:i]) in self.root for i in range(1, len(parts)))
+        if clash:
+            raise GraphError(
+                f"variable {op.name!r} and another variable inside scope {op.name!r} (or vice versa) cannot both "
+                "live in a module hierarchy; rename one of them"
+            )
+        self.root[key] = self.graph.values[op.name]
         node = self.fx.get_attr(key)
         node.meta["graphdnn_name"] = op.name
         self.env[op.output()] = node
@@ -255,7 +258,7 @@ class _Builder:
         for i, value in enumerate(results[: len(op.outputs)]):
             key = f"_const_{len(self.consts)}"
             self.consts[key] = value
-            self.root.register_buffer(key, value)
+            self.root[key] = value
             ref = op.output(i)
             self.consts_by_ref[ref] = key
             node = self.fx.get_attr(key)
@@ -284,7 +287,9 @@ class _Builder:
     def _call(self, op: Op) -> None:
         opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
         kwargs = dict(op.attrs)
-        if opdef.uses_training:
+        if opdef.uses_training and op.meta.get("frozen"):  # a frozen layer runs in inference mode
+            kwargs["training"] = False
+        elif opdef.uses_training:
             if self.training is None:
                 self.training = self.fx.get_attr("training")
             kwargs["training"] = self.training
@@ -312,8 +317,9 @@ class _Builder:
             mm = self.graph.get_operation(mm_name)
             if mm.type != "MatMul" or mm.domain or self.uses.get(op.inputs[0], 0) != 1 or op.inputs[0] in self.inputs:
                 continue
-            shapes = [self.graph.get_tensor(r).shape for r in (*mm.inputs, op.inputs[1])]
-            dtypes = {self.graph.get_tensor(r).dtype for r in (*mm.inputs, op.inputs[1])}
+            infos = [_info(self.graph, r) for r in (*mm.inputs, op.inputs[1])]
+            shapes = [i.shape for i in infos]
+            dtypes = {i.dtype for i in infos}
             if None in shapes or [len(s) for s in shapes] != [2, 2, 1] or len(dtypes) != 1:
                 continue
             if mm.name in planned:

@@ -165,6 +165,8 @@ class Graph:
         self.collections: dict[str, list[str]] = {}
         self.opset: dict[str, int] = dict(DEFAULT_OPSET)
         self.meta: dict[str, Any] = {}
+        #: Foreign value names (ONNX value names that are not ``op:i``) -> tensor names; see ``get_tensor``.
+        self.aliases: dict[str, str] = {}
         self._name_stack: list[str] = []
         self._var_stack: list[str] = []
         self._scopes: set[str] = set()
@@ -351,8 +353,9 @@ class Graph:
             add_loss(self, handle, regularizer)
         return handle
 
-    def set_value(self, name: str, value: Any) -> None:
-        """Set a variable's value (shape and dtype must match the declaration)."""
+    def set_value(self, name: str, value: Any, *, copy: bool = True) -> None:
+        """Set a variable's value (shape must match the declaration; the dtype is cast to it).
+        ``copy=False`` lets a variable without a value take ``value``'s storage (used by loaders)."""
         op = self.get_operation(name)
         if not op.is_variable:
             raise GraphError(f"{name!r} is a {op.type} op, not a variable")
@@ -365,20 +368,84 @@ class Graph:
             with torch.no_grad():
                 current.copy_(tensor)
             return
-        if op.attrs["trainable"] and tensor.is_floating_point():
-            self.values[name] = torch.nn.Parameter(tensor.clone(), requires_grad=not op.attrs.get("frozen", False))
+        if op.attrs.get("layout") == "io" and tensor.dim() == 2:
+            # [in, out] kernels are kept column-major, the memory order of torch's Linear weights:
+            # x @ kernel then runs the same GEMM as nn.Linear (about 9% faster forward + backward).
+            owned = tensor if not copy and tensor.t().is_contiguous() else tensor.t().contiguous().t()
         else:
-            self.values[name] = tensor.clone()
+            owned = tensor.clone() if copy else tensor
+        if op.attrs["trainable"] and tensor.is_floating_point():
+            self.values[name] = torch.nn.Parameter(owned, requires_grad=not op.attrs.get("frozen", False))
+        else:
+            self.values[name] = owned
+
+    # ----------------------------------------------------------------------- editing
+    def set_input(self, op_name: str, index: int, ref: TensorLike) -> None:
+        """Make input ``index`` of op ``op_name`` read tensor ``ref`` (graph surgery's rewiring)."""
+        op = self.get_operation(op_name)
+        new = self._resolve_input(ref, op_name)
+        if op_name in nx.ancestors(self.nx, split_tensor_name(new)[0]) | {split_tensor_name(new)[0]}:
+            raise GraphError(f"op {op_name!r} cannot read {new!r}: that tensor depends on {op_name!r} (a cycle)")
+        op.inputs[index] = new
+        self.nx.remove_edges_from([(p, op_name) for p in list(self.nx.predecessors(op_name))])
+        for r in op.inputs:
+            if r is not None:
+                self.nx.add_edge(split_tensor_name(r)[0], op_name)
+        self._topo = None
+
+    def remove_ops(self, names: list[str] | set[str]) -> None:
+        """Remove ops (and their variable values and collection entries). Removing an op that a
+        remaining op reads is an error: remove its consumers too, or rewire them first."""
+        doomed = set(names)
+        for name in doomed:
+            self.get_operation(name)
+            users = sorted(c for c in self.nx.successors(name) if c not in doomed)
+            if users:
+                raise GraphError(f"cannot remove op {name!r}: ops {users[:5]} still read it; remove or rewire them")
+        self.nx.remove_nodes_from(doomed)
+        for name in doomed:
+            self.values.pop(name, None)
+        for key, refs in list(self.collections.items()):
+            self.collections[key] = [r for r in refs if split_tensor_name(r)[0] not in doomed and r not in doomed]
+        self._topo = None
+
+    def rename_ops(self, mapping: dict[str, str]) -> None:
+        """Rename ops (variables included) everywhere: inputs, values, collections; the creation
+        order, and so the default input order of compiled modules, is kept."""
+        for old, new in mapping.items():
+            self.get_operation(old)
+            check_name(new, "op name")
+        targets = [mapping.get(n, n) for n in self.nx.nodes]
+        if len(set(targets)) != len(targets):
+            dup = sorted({t for t in targets if targets.count(t) > 1})
+            raise GraphError(f"renaming would give two ops the same name: {dup[:5]}")
+
+        def ref(r: str | None) -> str | None:
+            if r is None:
+                return None
+            op_name, index = split_tensor_name(r)
+            return tensor_name(mapping.get(op_name, op_name), index) if op_name in mapping else r
+
+        ops = [self.nx.nodes[n]["op"] for n in self.nx.nodes]
+        self.nx = nx.DiGraph()
+        for op in ops:
+            op.name = mapping.get(op.name, op.name)
+            op.inputs = [ref(r) for r in op.inputs]
+            self._insert(op)
+        self.values = {mapping.get(k, k): v for k, v in self.values.items()}
+        self.collections = {k: [mapping.get(r) or ref(r) for r in v] for k, v in self.collections.items()}
 
     def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Tensor:
         """A literal Constant op (folded at compile time); scalars and small lists are kept inline."""
         t = torch.as_tensor(value, dtype=_dtype(dtype) if dtype else None)
-        attrs = {"value": t.reshape(-1).tolist(), "dtype": dtype_name(t.dtype), "shape": list(t.shape)}
-        return self.add_op("Constant", [], attrs, name).out()
+        literal = {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "data": t.reshape(-1).tolist()}
+        return self.add_op("Constant", [], {"value": literal}, name).out()
 
     # ---------------------------------------------------------------------- queries
     def get_operation(self, name: str) -> Op:
         """The op named ``name`` (a tensor name ``op:i`` is accepted too)."""
+        if name not in self.nx and name in self.aliases and not _is_tensor_of(self, name):
+            name = self.aliases[name]
         op_name = split_tensor_name(name)[0] if name not in self.nx else name
         if op_name not in self.nx:
             close = [n for n in self.nx if n.endswith(op_name.rsplit("/", 1)[-1])][:5]
@@ -387,9 +454,13 @@ class Graph:
         return self.nx.nodes[op_name]["op"]
 
     def get_tensor(self, name: str) -> Tensor:
-        """The tensor ``op:i`` (a bare op name means its output 0): ``get_tensor("dnn/hidden4/Relu:0")``."""
+        """The tensor ``op:i`` (a bare op name means its output 0): ``get_tensor("dnn/hidden4/Relu:0")``.
+        A name in ``aliases`` (an imported ONNX value name) resolves to its tensor unless it is itself
+        the name of an existing ``op:i`` tensor."""
         if isinstance(name, Tensor):
             return name
+        if name in self.aliases and not _is_tensor_of(self, name):
+            name = self.aliases[name]
         op_name, index = (name, 0) if name in self.nx else split_tensor_name(name)
         op = self.get_operation(op_name)
         if index >= len(op.outputs):
@@ -400,7 +471,7 @@ class Graph:
     get_operation_by_name = get_operation
 
     def __contains__(self, name: str) -> bool:
-        return name in self.nx or split_tensor_name(name)[0] in self.nx
+        return name in self.nx or split_tensor_name(name)[0] in self.nx or name in self.aliases
 
     def operations(self) -> list[Op]:
         """Every op, in a topological order that keeps creation order where it can."""
@@ -409,9 +480,14 @@ class Graph:
     get_operations = operations
 
     def topological_order(self) -> list[str]:
+        """Op names in a topological order, creation order wherever possible (cached)."""
         if self._topo is None:
-            order = {n: i for i, n in enumerate(self.nx.nodes)}
-            self._topo = list(nx.lexicographical_topological_sort(self.nx, key=order.__getitem__))
+            created = list(self.nx.nodes)
+            position = {n: i for i, n in enumerate(created)}
+            if all(position[p] < position[n] for p, n in self.nx.edges):
+                self._topo = created  # ops are created after their inputs: usually already sorted
+            else:
+                self._topo = list(nx.lexicographical_topological_sort(self.nx, key=position.__getitem__))
         return self._topo
 
     def consumers(self, op_name: str) -> list[Op]:
@@ -478,6 +554,12 @@ class Graph:
             yield self
         finally:
             _DEFAULT.pop()
+
+
+def _is_tensor_of(graph: Graph, name: str) -> bool:
+    """Whether ``name`` is literally ``op:i`` of an existing op (such names win over aliases)."""
+    op_name, index = split_tensor_name(name)
+    return name != op_name and op_name in graph.nx and index < len(graph.nx.nodes[op_name]["op"].outputs)
 
 
 def _dtype(name: Any) -> torch.dtype:

@@ -4,30 +4,35 @@
 * A **tensor name** is ``<op name>:<output index>``: ``dnn/hidden4/Relu:0``. ONNX value names and
   initializer names are the same strings (an initializer is named after its variable op).
 * A **state-dict key** replaces each ``/`` by ``.`` after escaping every segment, so the module
-  hierarchy mirrors the scopes (``hidden1/kernel`` -> ``hidden1.kernel``). Escaping is percent-style
-  and reversible: ``%`` -> ``%25``, ``.`` -> ``%2E``, an empty segment -> ``%``, and a segment that
-  would shadow an ``nn.Module`` attribute (``training``, ``forward``...) gets its first character
-  percent-encoded. ``graph_name(state_key(n)) == n`` for every name.
+  hierarchy mirrors the scopes (``hidden1/kernel`` -> ``hidden1.kernel``). Escaping is URL-style
+  percent-encoding of the UTF-8 bytes of every character outside letters, digits and
+  ``_-+=@#$&()[]{},;:!?<>|~^*`` and space (so ``.`` -> ``%2E``, ``%`` -> ``%25``, quotes, backslashes
+  and control characters never reach generated code); an empty segment is ``%``, and a segment that
+  would shadow an ``nn.Module`` attribute (``training``, ``forward``...), is a Python keyword or starts
+  with ``_`` gets its
+  first character encoded. ``graph_name(state_key(n)) == n`` for every name.
 """
 
 from __future__ import annotations
 
+import functools
 import keyword
 import re
+import urllib.parse
 
 import torch.nn as nn
 
 from graphdnn.errors import GraphError
 
 _RESERVED = frozenset(dir(nn.Module)) | {"training", "graph", "code", "source_graph"}
-_TENSOR_RE = re.compile(r"^(.*):(\d+)$")
+_TENSOR_RE = re.compile(r"\A(.*):(\d+)\Z", re.DOTALL)
 
 
 def split_tensor_name(name: str) -> tuple[str, int]:
     """``"dnn/hidden1/Relu:0"`` -> ``("dnn/hidden1/Relu", 0)``; a bare op name means output 0."""
-    m = _TENSOR_RE.match(name)
-    if m:
-        return m.group(1), int(m.group(2))
+    op, sep, index = name.rpartition(":")
+    if sep and index.isascii() and index.isdigit():
+        return op, int(index)
     return name, 0
 
 
@@ -36,21 +41,34 @@ def tensor_name(op_name: str, index: int = 0) -> str:
     return f"{op_name}:{index}"
 
 
+_SAFE = frozenset("_-+=@#$&()[]{},;:!?<>|~^* ")
+
+
+def _encode_char(ch: str) -> str:
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+
+
 def _escape_segment(seg: str) -> str:
+    if _PLAIN.fullmatch(seg) and seg not in _RESERVED and not keyword.iskeyword(seg):
+        return seg
     if seg == "":
         return "%"
-    out = seg.replace("%", "%25").replace(".", "%2E")
-    if out in _RESERVED or out.startswith("_"):
-        out = f"%{ord(out[0]):02X}{out[1:]}"
+    out = "".join(ch if (ch.isalnum() and ch.isprintable()) or ch in _SAFE else _encode_char(ch) for ch in seg)
+    if out in _RESERVED or out.startswith("_") or keyword.iskeyword(out):
+        out = _encode_char(out[0]) + out[1:]
     return out
 
 
 def _unescape_segment(seg: str) -> str:
     if seg == "%":
         return ""
-    return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), seg)
+    return urllib.parse.unquote(seg, errors="surrogatepass")
 
 
+@functools.lru_cache(maxsize=65536)
 def state_key(name: str) -> str:
     """The state-dict key (``.``-separated module path) of a variable's graph name."""
     return ".".join(_escape_segment(s) for s in name.split("/"))

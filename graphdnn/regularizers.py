@@ -68,8 +68,8 @@ def add_loss(graph: Graph, variable: Tensor, spec: Spec) -> Tensor:
 
 
 def _scaled(graph: Graph, x: Tensor, scale: float, name: str) -> Tensor:
-    c = graph.add_op("Constant", [], {"value": [scale], "dtype": x.dtype or "float32", "shape": []},
-                     name=f"{name}/scale", scoped=False).out()
+    literal = {"dtype": x.dtype or "float32", "shape": [], "data": [scale]}
+    c = graph.add_op("Constant", [], {"value": literal}, name=f"{name}/scale", scoped=False).out()
     return graph.add_op("Mul", [x, c], name=name, scoped=False).out()
 
 

@@ -45,6 +45,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
         "collections": {k: list(v) for k, v in graph.collections.items()},
         "scopes": sorted(graph._scopes),
         "meta": graph.meta,
+        **({"aliases": dict(graph.aliases)} if graph.aliases else {}),
     }
 
 
@@ -146,6 +147,14 @@ def graph_from_dict(doc: Any, source: str = "<json>") -> Graph:
     meta = doc.get("meta", {})
     _need(isinstance(meta, dict), source, "meta must be an object")
     graph.meta.update(meta)
+    aliases = doc.get("aliases", {})
+    _need(isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()),
+          source, "aliases must map names to tensor names")
+    for alias, ref in aliases.items():
+        producer, index = split_tensor_name(ref)
+        _need(producer in graph.nx and index < len(graph.nx.nodes[producer]["op"].outputs), source,
+              f"alias {alias!r} points at {ref!r}, which does not exist")
+    graph.aliases.update(aliases)
     return graph
 
 

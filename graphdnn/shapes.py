@@ -3,6 +3,10 @@
 Unknown dims (``None``, the batch) are stood in for by a sentinel size; output dims that are
 multiples of it are unknown again. Inputs an op needs as values (``OpDef.static_inputs``) are read
 from constants when they are constants; otherwise the output shape is left unknown.
+
+Meta execution costs milliseconds per call (PyTorch runs Python reference decompositions), so
+results are memoized by (op, attributes, input shapes and dtypes): a network of repeated blocks
+infers each distinct block once.
 """
 
 from __future__ import annotations
@@ -36,8 +40,39 @@ def constant_value(graph: Graph, ref: str) -> torch.Tensor | None:
     return None
 
 
+_MEMO: dict[tuple, list[tuple[Any, Any]]] = {}
+_MEMO_LIMIT = 100_000
+
+
 def infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     """Output ValueInfos of ``op``; raises GraphError when known input shapes are incompatible."""
+    from graphdnn.graph import ValueInfo
+
+    key = _memo_key(graph, op, opdef, count)
+    if key is not None and key in _MEMO:
+        return [ValueInfo(shape, dtype) for shape, dtype in _MEMO[key]]
+    infos = _infer(graph, op, opdef, count)
+    if key is not None:
+        if len(_MEMO) >= _MEMO_LIMIT:
+            _MEMO.clear()
+        _MEMO[key] = [(i.shape, i.dtype) for i in infos]
+    return infos
+
+
+def _memo_key(graph: Graph, op: Op, opdef: OpDef, count: int) -> tuple | None:
+    """A key for ops whose inference depends only on input shapes/dtypes and attributes
+    (``repr`` of the attributes: cheap, and a spelling difference only costs a cache miss)."""
+    if opdef.static_inputs or opdef.infer is not None or not op.inputs:
+        return None
+    ins = tuple(None if ref is None else _key_of(_info(graph, ref)) for ref in op.inputs)
+    return (opdef.domain, opdef.op_type, opdef.since_version, count, repr(op.attrs), ins)
+
+
+def _key_of(info: ValueInfo) -> tuple:
+    return (info.shape, info.dtype)
+
+
+def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     from graphdnn.graph import ValueInfo
 
     unknown = [ValueInfo(None, None) for _ in range(count)]

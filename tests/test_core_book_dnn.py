@@ -46,12 +46,9 @@ class Handwritten(tnn.Module):
 
 
 def copy_weights(g, ref):
-    # nn.Linear keeps weight [out, in]; giving it the transpose of a copy of the [in, out] kernel
-    # makes both sides run the same BLAS call, so the comparison is not blurred by summation order.
-    for scope, fc in (("hidden1", ref.fc1), ("hidden2", ref.fc2), ("outputs", ref.out)):
-        fc.weight = tnn.Parameter(g.values[f"{scope}/kernel"].detach().clone().T)
     with torch.no_grad():
         for scope, fc in (("hidden1", ref.fc1), ("hidden2", ref.fc2), ("outputs", ref.out)):
+            fc.weight.copy_(g.values[f"{scope}/kernel"].T)
             fc.bias.copy_(g.values[f"{scope}/bias"])
         for scope, b in (("bn1", ref.bn1), ("bn2", ref.bn2)):
             b.weight.copy_(g.values[f"{scope}/gamma"])

@@ -1,6 +1,23 @@
 """Built-in operators. Importing this package registers them; see ``registry`` for the contract."""
 
-from graphdnn.ops import activations, elementwise, linalg, nn, project, reduce, tensor  # noqa: F401
+from graphdnn.ops import (  # noqa: F401
+    activations,
+    attention,
+    conv,
+    elementwise,
+    image,
+    linalg,
+    loss,
+    nn,
+    norm,
+    project,
+    quant,
+    reduce,
+    resize,
+    rnn,
+    signal,
+    tensor,
+)
 from graphdnn.ops.registry import (
     DEFAULT_OPSET,
     GRAPHDNN_DOMAIN,

@@ -289,11 +289,11 @@ def max_unpool(
     kernel = as_ints(kernel_shape)
     strides = as_ints(strides) if strides else [1] * n
     p = as_ints(pads) if pads else [0] * (2 * n)
-    if output_shape is not None:
-        shape = as_ints(output_shape)
-    else:
-        spatial = [(i - 1) * s + k - p[j] - p[j + n] for j, (i, k, s) in enumerate(zip(x.shape[2:], kernel, strides))]
-        shape = [x.shape[0], x.shape[1], *spatial]
-    out = torch.zeros(math.prod(shape), dtype=x.dtype, device=x.device)
-    out = out.scatter(0, indices.reshape(-1).to(torch.int64), x.reshape(-1))
-    return out.reshape(shape)
+    spatial = [(i - 1) * s + k - p[j] - p[j + n] for j, (i, k, s) in enumerate(zip(x.shape[2:], kernel, strides))]
+    inferred = [x.shape[0], x.shape[1], *spatial]
+    out = torch.zeros(math.prod(inferred), dtype=x.dtype, device=x.device)
+    out = out.scatter(0, indices.reshape(-1).to(torch.int64), x.reshape(-1)).reshape(inferred)
+    if output_shape is not None:  # the indices address the inferred shape; extra space is zeros
+        target = as_ints(output_shape)
+        out = F.pad(out, _torch_pads([0] * n, [t - i for t, i in zip(target[2:], spatial)]))
+    return out

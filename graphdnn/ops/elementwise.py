@@ -289,3 +289,14 @@ def cast(x: torch.Tensor, *, to, saturate: int = 1, round_mode: str = "up") -> t
 @register("CastLike", since=15)
 def cast_like(x: torch.Tensor, target: torch.Tensor, *, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
     return cast_to(x, target.dtype, saturate)
+
+
+@register("BitCast", since=26)
+def bit_cast(x: torch.Tensor, *, to: int) -> torch.Tensor:
+    """Reinterpret the bits as another type of the same width."""
+    dtype = dtype_from_onnx(to)
+    if dtype == torch.bool:
+        return x.view(torch.uint8) != 0
+    if x.dtype == torch.bool:
+        return x.to(torch.uint8).view(dtype)
+    return x.reshape(-1).view(dtype).reshape(x.shape)

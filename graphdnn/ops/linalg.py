@@ -43,6 +43,11 @@ def gemm(
 @register("Einsum", since=12)
 def einsum(*xs: torch.Tensor, equation: str) -> torch.Tensor:
     dtype, wide = widen(*xs)
+    if all(x.dim() == 0 for x in wide):  # "->", ",->": torch.einsum rejects 0-d operands
+        out = wide[0]
+        for x in wide[1:]:
+            out = out * x
+        return narrow(out, dtype)
     return narrow(torch.einsum(equation.replace(" ", ""), *wide), dtype)
 
 

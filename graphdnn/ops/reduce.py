@@ -41,9 +41,12 @@ def _extreme(fn, fill):
             shape = [1 if i in dims else s for i, s in enumerate(x.shape)]
             if not keep:
                 shape = [s for i, s in enumerate(shape) if i not in dims]
-            value = fill if x.dtype.is_floating_point else (
-                torch.iinfo(x.dtype).min if fill < 0 else torch.iinfo(x.dtype).max
-            )
+            if x.dtype == torch.bool:
+                value = fill > 0  # max of nothing: False; min of nothing: True
+            else:
+                value = fill if x.dtype.is_floating_point else (
+                    torch.iinfo(x.dtype).min if fill < 0 else torch.iinfo(x.dtype).max
+                )
             return torch.full(shape, value, dtype=x.dtype, device=x.device)
         if x.dtype == torch.bool:
             return fn(x.to(torch.uint8), dim=dims, keepdim=keep).to(torch.bool)

@@ -1,0 +1,83 @@
+"""Optimizers by name, as in chapter 11: plain SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam, AdamW, FTRL.
+
+All but FTRL are ``torch.optim`` classes with torch's own update rules (which differ in details from
+TensorFlow 1's: e.g. TF's RMSProp starts its mean square at 1 and adds epsilon inside the square root,
+TF's AdaGrad starts its accumulator at 0.1). Extra keyword arguments go to the optimizer's constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .ftrl import FTRL
+
+__all__ = ["DEFAULT_LEARNING_RATES", "OPTIMIZER_NAMES", "make_optimizer", "trainable"]
+
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "sgd": 0.01,
+    "momentum": 0.01,
+    "nesterov": 0.01,
+    "adagrad": 0.01,
+    "rmsprop": 0.001,
+    "adam": 0.001,
+    "adamw": 0.001,
+    "ftrl": 0.01,
+}
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(DEFAULT_LEARNING_RATES)
+
+
+def trainable(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[Any]:
+    """Keep only tensors with ``requires_grad=True`` (in plain lists and in param-group dicts).
+
+    Param groups left empty are dropped.
+    """
+    items = list(params)
+    if items and all(isinstance(item, dict) for item in items):
+        groups = []
+        for group in items:
+            kept = [p for p in group["params"] if p.requires_grad]
+            if kept:
+                groups.append({**group, "params": kept})
+        return groups
+    if any(isinstance(item, dict) for item in items):
+        raise TypeError("params must be all tensors or all param-group dicts, not a mix")
+    return [p for p in items if p.requires_grad]
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[Tensor] | Iterable[dict[str, Any]],
+    lr: float | None = None,
+    **kw: Any,
+) -> torch.optim.Optimizer:
+    """Build the optimizer called ``name`` over the trainable tensors of ``params``.
+
+    ``lr`` defaults to ``DEFAULT_LEARNING_RATES[name]``. "momentum" is SGD with momentum 0.9, "nesterov"
+    adds Nesterov's look-ahead (both overridable with ``momentum=``); "ftrl" takes :class:`FTRL`'s
+    TensorFlow-named keywords.
+    """
+    key = name.lower()
+    if key not in DEFAULT_LEARNING_RATES:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZER_NAMES)}")
+    rate = DEFAULT_LEARNING_RATES[key] if lr is None else float(lr)
+    kept = trainable(params)
+    if not kept:
+        raise ValueError(f"make_optimizer({name!r}): no parameter has requires_grad=True")
+    if key == "sgd":
+        return torch.optim.SGD(kept, lr=rate, **kw)
+    if key in ("momentum", "nesterov"):
+        kw.setdefault("momentum", 0.9)
+        return torch.optim.SGD(kept, lr=rate, nesterov=key == "nesterov", **kw)
+    if key == "adagrad":
+        return torch.optim.Adagrad(kept, lr=rate, **kw)
+    if key == "rmsprop":
+        return torch.optim.RMSprop(kept, lr=rate, **kw)
+    if key == "adam":
+        return torch.optim.Adam(kept, lr=rate, **kw)
+    if key == "adamw":
+        return torch.optim.AdamW(kept, lr=rate, **kw)
+    return FTRL(kept, learning_rate=rate, **kw)
