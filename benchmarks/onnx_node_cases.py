@@ -1,0 +1,402 @@
+"""Run ONNX's node conformance cases against graphdnn's op registry and report pass counts.
+
+The ``onnx`` wheel ships the node test generators (``onnx.backend.test.case.node``) but no data
+files; ``collect_testcases()`` rebuilds every case in memory (a single-node model plus input and
+expected output arrays). Each case is evaluated *directly through the op registry*: attributes go
+through ``converters.onnx_attrs``, static inputs are passed as Python lists, and multi-node cases
+(function expansions) run node by node in a tiny dict-based interpreter that exists only here, as a
+test tool. Later the real importer + compiler replaces ``run_model_via_registry``; the loading,
+comparing and reporting functions are meant to be reused.
+
+    python benchmarks/onnx_node_cases.py [--filter REGEX] [--json PATH] [--jobs N] [--timeout S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import re
+import signal
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import onnx  # noqa: E402
+import torch  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+
+from converters.onnx_attrs import node_attributes  # noqa: E402
+from graphdnn.ops.registry import lookup  # noqa: E402
+
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-7
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading cases
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class NodeCase:
+    """One ONNX node test: a model and its (inputs, expected outputs) data sets."""
+
+    name: str
+    model: onnx.ModelProto
+    data_sets: list[tuple[list[Any], list[Any]]]
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    op_types: list[str] = field(default_factory=list)
+
+    @property
+    def op_type(self) -> str:
+        """The op the case is about: the node's type, or the expanded function's name."""
+        nodes = self.model.graph.node
+        if len(nodes) == 1:
+            return nodes[0].op_type
+        return "expanded:" + _expanded_name(self.name)
+
+    def opset(self, domain: str = "") -> int:
+        for imp in self.model.opset_import:
+            if imp.domain in (domain, "ai.onnx" if domain == "" else domain):
+                return int(imp.version)
+        return 1
+
+
+def _expanded_name(case_name: str) -> str:
+    base = re.sub(r"^test_", "", case_name)
+    base = re.sub(r"_expanded.*$", "", base)
+    return base
+
+
+def iter_node_cases(filter_regex: str | None = None) -> Iterator[NodeCase]:
+    """Every ONNX node test case (optionally only names matching ``filter_regex``)."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    pattern = re.compile(filter_regex) if filter_regex else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    for case in cases:
+        if case.kind != "node" or case.model is None:
+            continue
+        if pattern and not pattern.search(case.name) and not any(
+            pattern.search(n.op_type) for n in case.model.graph.node[:1]
+        ):
+            continue
+        yield NodeCase(
+            name=case.name,
+            model=case.model,
+            data_sets=[(list(i), list(o)) for i, o in case.data_sets],
+            rtol=case.rtol if case.rtol is not None else DEFAULT_RTOL,
+            atol=case.atol if case.atol is not None else DEFAULT_ATOL,
+            op_types=[n.op_type for n in case.model.graph.node],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy <-> torch
+# ---------------------------------------------------------------------------------------------
+def _ml_dtype_names() -> dict[str, torch.dtype]:
+    return {
+        "bfloat16": torch.bfloat16,
+        "float8_e4m3fn": torch.float8_e4m3fn,
+        "float8_e4m3fnuz": torch.float8_e4m3fnuz,
+        "float8_e5m2": torch.float8_e5m2,
+        "float8_e5m2fnuz": torch.float8_e5m2fnuz,
+    }
+
+
+def as_numpy(value: Any) -> Any:
+    """A test-data value as a numpy array (TensorProto and numpy scalars included)."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    return value
+
+
+def to_torch(value: Any) -> Any:
+    """A numpy array (ml_dtypes bfloat16/float8 included) as a torch tensor."""
+    value = as_numpy(value)
+    if value is None or not isinstance(value, np.ndarray):
+        return value
+    name = value.dtype.name
+    special = _ml_dtype_names()
+    if name in special:
+        width = {1: np.uint8, 2: np.uint16}[value.dtype.itemsize]
+        raw = torch.from_numpy(np.array(value, order="C", copy=True).view(width))
+        return raw.view(special[name])
+    if value.dtype == object:
+        raise NotImplementedError("string tensors are not supported")
+    if value.dtype.itemsize == 1 and name not in ("uint8", "int8", "bool"):
+        raise NotImplementedError(f"element type {name} is not supported")
+    return torch.from_numpy(np.array(value, order="C", copy=True))
+
+
+def to_numpy(value: Any) -> Any:
+    """A torch tensor as numpy (bfloat16/float8 through ml_dtypes)."""
+    if not isinstance(value, torch.Tensor):
+        return np.asarray(value)
+    value = value.detach().cpu()
+    for name, dt in _ml_dtype_names().items():
+        if value.dtype == dt:
+            import ml_dtypes
+
+            width = {1: torch.uint8, 2: torch.uint16}[value.element_size()]
+            return value.contiguous().view(width).numpy().view(getattr(ml_dtypes, name))
+    return value.resolve_conj().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing
+# ---------------------------------------------------------------------------------------------
+def compare_outputs(
+    expected: Sequence[Any], actual: Sequence[Any], rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL
+) -> str | None:
+    """None when ``actual`` matches ``expected`` as ONNX's backend runner checks it (count, shape,
+    dtype, then ``assert_allclose``); otherwise a one-line reason."""
+    if len(expected) != len(actual):
+        return f"expected {len(expected)} outputs, got {len(actual)}"
+    for i, (ref, out) in enumerate(zip(expected, actual)):
+        ref = as_numpy(ref)
+        out = to_numpy(out)
+        if isinstance(ref, (list, tuple)):
+            return f"output {i}: sequence outputs are not supported"
+        if tuple(out.shape) != tuple(ref.shape):
+            return f"output {i}: shape {tuple(out.shape)} != expected {tuple(ref.shape)}"
+        if ref.dtype == object:
+            if not np.array_equal(out, ref):
+                return f"output {i}: string values differ"
+            continue
+        if out.dtype != ref.dtype:
+            return f"output {i}: dtype {out.dtype} != expected {ref.dtype}"
+        out_rtol = rtol
+        if ref.dtype.kind not in "biufc":  # bfloat16 / float8 from ml_dtypes
+            if ref.dtype.name == "bfloat16":
+                out_rtol = max(rtol, 2**-6)
+            out = out.astype(np.float32)
+            ref = ref.astype(np.float32)
+        try:
+            np.testing.assert_allclose(out, ref, rtol=out_rtol, atol=atol)
+        except AssertionError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = "; ".join(ln for ln in lines if ln.startswith(("Mismatched", "Max absolute")))
+            return f"output {i}: values differ ({detail or 'mismatch'})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluating through the registry (test tool only)
+# ---------------------------------------------------------------------------------------------
+def _static_value(t: Any) -> Any:
+    return t.tolist() if isinstance(t, torch.Tensor) else t
+
+
+def run_node(node: onnx.NodeProto, inputs: list[Any], opsets: dict[str, int]) -> list[Any]:
+    """Evaluate one node through the registry; returns one value per node output."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    opdef = lookup(node.op_type, domain, opsets.get(domain, opsets.get("", 1)))
+    attrs = node_attributes(node)
+    args = list(inputs)
+    for i in opdef.static_inputs:
+        if i < len(args) and args[i] is not None:
+            args[i] = _static_value(args[i])
+    if opdef.uses_training:
+        attrs["training"] = False
+    n_out = len(node.output)
+    if opdef.num_outputs is None:
+        attrs["_outputs"] = n_out
+    result = opdef.lower(*args, **attrs)
+    if opdef.num_outputs == 1:
+        result = (result,)
+    result = tuple(result)
+    if len(result) < n_out:
+        raise RuntimeError(f"{node.op_type} returned {len(result)} outputs, node has {n_out}")
+    return list(result[:n_out])
+
+
+def run_model_via_registry(model: onnx.ModelProto, feeds: Sequence[Any]) -> list[Any]:
+    """Evaluate a small model's nodes in order (a dict interpreter; test tool only)."""
+    graph = model.graph
+    opsets = {("" if i.domain == "ai.onnx" else i.domain): int(i.version) for i in model.opset_import}
+    env: dict[str, Any] = {}
+    for init in graph.initializer:
+        env[init.name] = to_torch(numpy_helper.to_array(init))
+    real_inputs = [i for i in graph.input if i.name not in env]
+    for info, value in zip(real_inputs, feeds):
+        env[info.name] = to_torch(value)
+    for node in graph.node:
+        args = [env[name] if name else None for name in node.input]
+        outs = run_node(node, args, opsets)
+        for name, value in zip(node.output, outs):
+            if name:
+                env[name] = value
+    return [env[o.name] for o in graph.output]
+
+
+def run_case(case: NodeCase) -> tuple[str, str]:
+    """(status, message) of one case: status is pass, fail or error."""
+    try:
+        for inputs, expected in case.data_sets:
+            actual = run_model_via_registry(case.model, inputs)
+            reason = compare_outputs(expected, actual, case.rtol, case.atol)
+            if reason:
+                return "fail", reason
+        return "pass", ""
+    except Exception as exc:  # isolate: one bad case never stops the run
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return "error", f"{type(exc).__name__}: {msg[:300]}{where}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Isolation: forked workers, per-case alarm, crash recovery
+# ---------------------------------------------------------------------------------------------
+class _CaseTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):  # noqa: ARG001
+    raise _CaseTimeout()
+
+
+def _worker(cases: list[NodeCase], indices: list[int], timeout: float, out: Any) -> None:
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGALRM, _alarm)
+    for idx in indices:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            status, msg = run_case(cases[idx])
+        except _CaseTimeout:
+            status, msg = "timeout", f"took more than {timeout:g} s"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        out.put((idx, status, msg))
+
+
+def run_cases(cases: list[NodeCase], jobs: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Run every case isolated; returns one result dict per case (in input order)."""
+    results: dict[int, tuple[str, str]] = {}
+    if jobs <= 1 and not hasattr(os, "fork"):
+        for i, case in enumerate(cases):
+            results[i] = run_case(case)
+    else:
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        pending = [list(range(i, len(cases), max(jobs, 1))) for i in range(max(jobs, 1))]
+        workers: list[tuple[Any, list[int]]] = []
+        for chunk in pending:
+            if chunk:
+                p = ctx.Process(target=_worker, args=(cases, chunk, timeout, out), daemon=True)
+                p.start()
+                workers.append((p, chunk))
+        while len(results) < len(cases):
+            try:
+                idx, status, msg = out.get(timeout=1.0)
+                results[idx] = (status, msg)
+                continue
+            except queue.Empty:
+                pass
+            restarted = []
+            for p, chunk in workers:
+                if p.is_alive():
+                    restarted.append((p, chunk))
+                    continue
+                left = [i for i in chunk if i not in results]
+                if not left:
+                    continue
+                time.sleep(0.2)  # drain results the dead worker queued before dying
+                try:
+                    while True:
+                        idx, status, msg = out.get_nowait()
+                        results[idx] = (status, msg)
+                except queue.Empty:
+                    pass
+                left = [i for i in chunk if i not in results]
+                if not left:
+                    continue
+                results[left[0]] = ("crash", f"worker died (exit code {p.exitcode})")
+                rest = left[1:]
+                if rest:
+                    q = ctx.Process(target=_worker, args=(cases, rest, timeout, out), daemon=True)
+                    q.start()
+                    restarted.append((q, rest))
+            workers = restarted
+        for p, _ in workers:
+            p.join(timeout=1.0)
+    return [
+        {"name": c.name, "op_type": c.op_type, "status": results[i][0], "message": results[i][1]}
+        for i, c in enumerate(cases)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Overall and per-op-type pass counts."""
+    per_op: dict[str, Counter] = defaultdict(Counter)
+    for r in results:
+        per_op[r["op_type"]][r["status"]] += 1
+    passed = sum(1 for r in results if r["status"] == "pass")
+    return {
+        "passed": passed,
+        "total": len(results),
+        "per_op": {
+            op: {"passed": c["pass"], "total": sum(c.values()), **{k: v for k, v in c.items() if k != "pass"}}
+            for op, c in sorted(per_op.items())
+        },
+    }
+
+
+def format_report(results: list[dict[str, Any]], verbose: bool = False) -> str:
+    summary = summarize(results)
+    lines = []
+    for op, c in summary["per_op"].items():
+        mark = "ok " if c["passed"] == c["total"] else "   "
+        lines.append(f"{mark}{op:45s} {c['passed']:4d}/{c['total']:<4d}")
+    if verbose:
+        lines.append("")
+        for r in results:
+            if r["status"] != "pass":
+                lines.append(f"{r['status']:7s} {r['name']}: {r['message']}")
+    lines.append("")
+    pct = 100.0 * summary["passed"] / max(summary["total"], 1)
+    lines.append(f"passed {summary['passed']}/{summary['total']} node cases ({pct:.1f}%)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--filter", help="only cases whose name (or first op type) matches this regex")
+    parser.add_argument("--json", help="write every case's result and the summary to this file")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every failing case")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    cases = list(iter_node_cases(args.filter))
+    results = run_cases(cases, jobs=args.jobs, timeout=args.timeout)
+    print(format_report(results, verbose=args.verbose))
+    print(f"({time.perf_counter() - start:.1f} s)")
+    if args.json:
+        payload = {"summary": summarize(results), "results": results}
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

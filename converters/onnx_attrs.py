@@ -1,0 +1,100 @@
+"""ONNX ``AttributeProto`` -> the Python values that op lowerings receive as keyword arguments.
+
+INT/FLOAT/STRING become ``int``/``float``/``str`` (UTF-8 decoded), the list kinds become lists of
+those, and a TENSOR becomes a JSON-safe dict ``{"dtype": "float32", "shape": [...], "data": [...]}``
+(``data`` is the flat, row-major list of values). ``tensor_attr_to_torch`` turns such a dict back
+into a torch tensor. GRAPH attributes (If/Loop/Scan bodies) and TYPE_PROTO attributes are not
+supported and raise a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import AttributeProto, TensorProto, numpy_helper
+
+from graphdnn.errors import FileFormatError
+from graphdnn.ops.static import tensor_from_attr
+
+__all__ = ["attribute_to_python", "node_attributes", "tensor_attr_to_torch", "tensor_to_attr_dict"]
+
+# Element types the dict form can carry beyond graphdnn.dtypes (the op registry handles them).
+_EXTRA_TYPE_NAMES = {
+    TensorProto.FLOAT8E4M3FN: "float8_e4m3fn",
+    TensorProto.FLOAT8E4M3FNUZ: "float8_e4m3fnuz",
+    TensorProto.FLOAT8E5M2: "float8_e5m2",
+    TensorProto.FLOAT8E5M2FNUZ: "float8_e5m2fnuz",
+}
+
+
+def _type_name(code: int, where: str) -> str:
+    from graphdnn.dtypes import onnx_to_name
+
+    if code in _EXTRA_TYPE_NAMES:
+        return _EXTRA_TYPE_NAMES[code]
+    try:
+        return onnx_to_name(code)
+    except Exception as exc:  # GraphError with a generic message: name the attribute
+        kind = TensorProto.DataType.Name(code) if code in TensorProto.DataType.values() else code
+        raise FileFormatError(f"{where}: tensor element type {kind} is not supported") from exc
+
+
+def tensor_to_attr_dict(tensor: TensorProto, where: str = "tensor attribute") -> dict[str, Any]:
+    """The JSON-safe dict form of a ``TensorProto``."""
+    name = _type_name(tensor.data_type, where)
+    array = numpy_helper.to_array(tensor)
+    if array.dtype.kind in "fc" or name.startswith(("float8", "bfloat16")):
+        data = array.astype(np.float64 if array.dtype.kind != "c" else np.complex128).reshape(-1).tolist()
+    else:
+        data = array.reshape(-1).tolist()
+    return {"dtype": name, "shape": [int(d) for d in array.shape], "data": data}
+
+
+def tensor_attr_to_torch(value: dict[str, Any]) -> torch.Tensor:
+    """A torch tensor from the dict form produced by ``tensor_to_attr_dict``."""
+    return tensor_from_attr(value)
+
+
+def attribute_to_python(attr: AttributeProto, where: str = "") -> Any:
+    """The Python value of one attribute (see the module docstring for the mapping)."""
+    label = f"{where}attribute {attr.name!r}"
+    kind = attr.type
+    if kind == AttributeProto.FLOAT:
+        return float(attr.f)
+    if kind == AttributeProto.INT:
+        return int(attr.i)
+    if kind == AttributeProto.STRING:
+        return attr.s.decode("utf-8")
+    if kind == AttributeProto.TENSOR:
+        return tensor_to_attr_dict(attr.t, label)
+    if kind == AttributeProto.FLOATS:
+        return [float(v) for v in attr.floats]
+    if kind == AttributeProto.INTS:
+        return [int(v) for v in attr.ints]
+    if kind == AttributeProto.STRINGS:
+        return [s.decode("utf-8") for s in attr.strings]
+    if kind == AttributeProto.TENSORS:
+        return [tensor_to_attr_dict(t, label) for t in attr.tensors]
+    if kind == AttributeProto.SPARSE_TENSOR:
+        dense = onnx.numpy_helper.to_array(attr.sparse_tensor.values)
+        indices = onnx.numpy_helper.to_array(attr.sparse_tensor.indices)
+        shape = list(attr.sparse_tensor.dims)
+        out = np.zeros(shape, dtype=dense.dtype).reshape(-1)
+        if indices.ndim == 2:  # [NNZ, rank] coordinates
+            indices = np.ravel_multi_index(tuple(indices.T), shape) if len(shape) else indices.reshape(-1)
+        out[indices.reshape(-1)] = dense.reshape(-1)
+        return tensor_to_attr_dict(numpy_helper.from_array(out.reshape(shape)), label)
+    if kind in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+        raise FileFormatError(
+            f"{label}: graph-valued attributes (If/Loop/Scan bodies) are not supported by graphdnn"
+        )
+    raise FileFormatError(f"{label}: attribute type {AttributeProto.AttributeType.Name(kind)} is not supported")
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """All attributes of a node as keyword arguments for its lowering."""
+    where = f"node {node.name or node.op_type!r}: "
+    return {a.name: attribute_to_python(a, where) for a in node.attribute}
