@@ -170,6 +170,8 @@ class Graph:
         self._name_stack: list[str] = []
         self._var_stack: list[str] = []
         self._scopes: set[str] = set()
+        self._op_counters: dict[str, int] = {}
+        self._scope_counters: dict[str, int] = {}
         self._topo: list[str] | None = None
 
     # ----------------------------------------------------------------- scopes and names
@@ -201,11 +203,7 @@ class Graph:
         (``dense``, ``dense_1``...) like TF1's layers. Yields the layer's variable scope."""
         prefix = "/".join(self._var_stack + [""])
         if name is None:
-            base, i, candidate = default, 0, default
-            while prefix + candidate in self._scopes:
-                i += 1
-                candidate = f"{base}_{i}"
-            name = candidate
+            name = self._uniquify(prefix + default, self._scopes.__contains__, self._scope_counters)[len(prefix):]
         elif prefix + check_name(name, "layer name") in self._scopes:
             raise GraphError(
                 f"a layer named {prefix + name!r} already exists; give the new layer another name "
@@ -226,11 +224,18 @@ class Graph:
             if full in self.nx:
                 raise GraphError(f"an op named {full!r} already exists; choose another name")
             return full
-        base, i = full, 0
-        while full in self.nx:
+        return self._uniquify(full, self.nx.__contains__, self._op_counters)
+
+    @staticmethod
+    def _uniquify(base: str, taken: Any, counters: dict[str, int]) -> str:
+        """``base``, else ``base_1``, ``base_2``... (TF1's rule); a counter per base keeps it O(1)."""
+        i = counters.get(base, 0)
+        candidate = base if i == 0 else f"{base}_{i}"
+        while taken(candidate):
             i += 1
-            full = f"{base}_{i}"
-        return full
+            candidate = f"{base}_{i}"
+        counters[base] = i + 1
+        return candidate
 
     def _var_name(self, name: str) -> str:
         full = "/".join(self._var_stack + [check_name(name, "variable name")])
@@ -250,13 +255,15 @@ class Graph:
         num_outputs: int | None = None,
         outputs: list[ValueInfo] | None = None,
         scoped: bool = True,
+        default_name: str | None = None,
     ) -> OpHandle:
         """Add an op of a registered type. ``name`` is taken as given (an error if taken) unless
-        None, when the op type is used and uniquified (``Relu``, ``Relu_1``). Output shapes are
-        inferred unless ``outputs`` is given. ``scoped=False`` takes ``name`` as a full name."""
+        None, when ``default_name`` (else the op type) is used and uniquified (``Relu``, ``Relu_1``).
+        Output shapes are inferred unless ``outputs`` is given. ``scoped=False`` takes ``name`` as a
+        full name."""
         opdef = lookup(op_type, domain, self.opset.get(domain))
         if scoped:
-            full = self._op_name(name, op_type, explicit_is_final=True)
+            full = self._op_name(name, default_name or op_type, explicit_is_final=True)
         else:
             full = check_name(name or op_type, "op name")
             if full in self.nx:

@@ -15,23 +15,7 @@ from graphdnn.ops.registry import GRAPHDNN_DOMAIN
 def _op(op_type: str, inputs: Sequence[Tensor | None], attrs: dict | None = None, name: str | None = None,
         default: str | None = None, domain: str = "") -> Tensor:
     graph = next(t.graph for t in inputs if t is not None)
-    handle = graph.add_op(op_type, list(inputs), attrs, name if name is not None else _free(graph, default),
-                          domain=domain)
-    return handle.out()
-
-
-def _free(graph: Graph, default: str | None) -> str | None:
-    """A uniquified default op name (``Relu``, ``Relu_1``) when the op type is not the TF name."""
-    if default is None:
-        return None
-    scope = graph.current_scope()
-    full = f"{scope}/{default}" if scope else default
-    base, i = default, 0
-    while full in graph.nx:
-        i += 1
-        default = f"{base}_{i}"
-        full = f"{scope}/{default}" if scope else default
-    return default
+    return graph.add_op(op_type, list(inputs), attrs, name, domain=domain, default_name=default).out()
 
 
 def relu(x: Tensor, name: str | None = None) -> Tensor:
@@ -145,9 +129,15 @@ def in_top_k(predictions: Tensor, targets: Tensor, k: int = 1, name: str | None 
 
         raise GraphError("in_top_k supports k=1; for k > 1 compare against TopK indices")
     graph = predictions.graph
-    with graph.name_scope(_free(graph, "in_top_k") or "in_top_k"):
+    with graph.name_scope(graph._uniquify(_scoped(graph, "in_top_k"), graph.nx.__contains__,
+                                          graph._op_counters).rsplit("/", 1)[-1]):
         best = argmax(predictions, axis=-1)
         return equal(best, targets if targets.dtype == "int64" else cast(targets, "int64"), name="InTopK")
+
+
+def _scoped(graph: Graph, name: str) -> str:
+    scope = graph.current_scope()
+    return f"{scope}/{name}" if scope else name
 
 
 def placeholder(name: str, shape: tuple[int | None, ...] | None, dtype: str = "float32",
