@@ -1,0 +1,55 @@
+"""Shared benchmark helpers: thread pinning, interleaved paired timings, medians, --json output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def pin_threads(n: int = 1) -> None:
+    """Use ``n`` intra-op threads so timings on small, shared machines are stable."""
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    torch.set_num_threads(n)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def paired_ratios(ours: Callable[[], Any], baseline: Callable[[], Any], repeats: int,
+                  setup: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Run the two variants interleaved (alternating which goes first) ``repeats`` times; return the
+    median of the per-pair ratios ours/baseline and the median times."""
+    a, b = [], []
+    for i in range(repeats):
+        pair = [(ours, a), (baseline, b)]
+        for fn, out in pair if i % 2 == 0 else reversed(pair):
+            if setup is not None:
+                setup()
+            out.append(timed(fn))
+    ratios = [x / y for x, y in zip(a, b)]
+    return {"ratio": statistics.median(ratios), "ours_s": statistics.median(a), "baseline_s": statistics.median(b),
+            "ratios": ratios}
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", type=Path, help="write the results to this JSON file")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved pairs per measurement")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    return p
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,126 @@
+"""Frozen-layer caching vs full-forward frozen training: the book's 784-300-50-50-50-50-10 DNN with
+hidden1-3 frozen, 55,000 samples (synthetic, MNIST-shaped), one epoch of plain SGD.
+
+    python benchmarks/frozen_cache.py --json out.json
+
+Per batch size: epoch time of full-forward training (frozen layers recomputed every step) over epoch
+time of training the top on graphdnn's cache, and the same for a hand-written torch cache (the
+reference speed-up). The one-time caching cost is reported apart. Targets: >= 2x at batch 50,
+>= 3x at batch 200.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _util import parser, pin_threads, write_json  # noqa: E402
+
+
+def build(n_in: int = 784):
+    import torch
+
+    import graphdnn as gd
+    from graphdnn import initializers as init
+    from graphdnn import layers, nn
+
+    torch.manual_seed(0)
+    g = gd.Graph("book")
+    X = g.placeholder("X", (None, n_in))
+    y = g.placeholder("y", (None,), "int64")
+    with g.name_scope("dnn"):
+        h = X
+        for i, units in enumerate((300, 50, 50, 50, 50), 1):
+            h = layers.dense(h, units, activation=nn.relu, kernel_initializer=init.he_normal(), name=f"hidden{i}")
+        logits = layers.dense(h, 10, name="outputs")
+    loss = nn.reduce_mean(nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits), name="loss")
+    model = gd.compile(g, inputs=[X, y], outputs=[loss])
+    gd.freeze(model, "hidden[123]")
+    return g, model
+
+
+def epoch(step, columns, batch, perm):
+    for i in range(0, len(perm), batch):
+        idx = perm[i:i + batch]
+        step(*(c[idx] for c in columns))
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=55_000)
+    p.add_argument("--batches", type=int, nargs="+", default=[50, 200])
+    args = p.parse_args()
+    pin_threads(args.threads)
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+
+    import graphdnn as gd
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(args.samples, 784, generator=gen)
+    y = torch.randint(0, 10, (args.samples,), generator=gen)
+    g, model = build()
+    start = time.perf_counter()
+    top, cached = gd.cache_frozen(model, (x, y), batch_size=1000, progress=False)
+    cache_s = time.perf_counter() - start
+
+    # hand-written reference: plain torch cache of hidden3 and a plain torch top
+    v = {k: t.detach().clone() for k, t in g.values.items()}
+    with torch.no_grad():
+        h = x
+        for i in (1, 2, 3):
+            h = F.relu(torch.addmm(v[f"hidden{i}/bias"], h, v[f"hidden{i}/kernel"]))
+    w4, b4, w5, b5, wo, bo = (torch.nn.Parameter(v[f"{s}/{n}"]) for s in ("hidden4", "hidden5", "outputs")
+                              for n in ("kernel", "bias"))
+    hand_params = [w4, b4, w5, b5, wo, bo]
+
+    def hand_top(hb, yb):
+        a = F.relu(torch.addmm(b4, hb, w4))
+        a = F.relu(torch.addmm(b5, a, w5))
+        return F.cross_entropy(torch.addmm(bo, a, wo), yb)
+
+    def stepper(fn, params):
+        opt = torch.optim.SGD(params, lr=0.01)
+
+        def step(*batch):
+            opt.zero_grad()
+            fn(*batch).backward()
+            opt.step()
+
+        return step
+
+    full_step = stepper(model, gd.trainable_parameters(model))
+    top_step = stepper(top, gd.trainable_parameters(top))
+    hand_step = stepper(hand_top, hand_params)
+    model.train()
+    top.train()
+    results = {"samples": args.samples, "threads": args.threads, "cache_seconds": cache_s, "batches": {}}
+    print(f"{args.samples} samples, {args.threads} thread(s); caching hidden3 once took {cache_s:.2f}s")
+    for batch in args.batches:
+        times = {"full": [], "graphdnn_cache": [], "hand_cache": []}
+        variants = [("full", full_step, (x, y)), ("graphdnn_cache", top_step, cached.tensors),
+                    ("hand_cache", hand_step, (h, y))]
+        for r in range(args.repeats):
+            perm = torch.randperm(args.samples, generator=torch.Generator().manual_seed(r))
+            for name, step, cols in variants if r % 2 == 0 else list(reversed(variants)):
+                t0 = time.perf_counter()
+                epoch(step, cols, batch, perm)
+                times[name].append(time.perf_counter() - t0)
+        ours = statistics.median(f / c for f, c in zip(times["full"], times["graphdnn_cache"]))
+        hand = statistics.median(f / c for f, c in zip(times["full"], times["hand_cache"]))
+        results["batches"][str(batch)] = {"speedup_graphdnn": ours, "speedup_hand": hand,
+                                          **{f"{k}_s": statistics.median(t) for k, t in times.items()}}
+        print(f"  batch {batch:4d}: full {statistics.median(times['full']):.2f}s, graphdnn cache "
+              f"{statistics.median(times['graphdnn_cache']):.2f}s -> {ours:.2f}x; hand-written cache "
+              f"{statistics.median(times['hand_cache']):.2f}s -> {hand:.2f}x "
+              f"(target {'>= 2x' if batch == 50 else '>= 3x' if batch == 200 else '-'})")
+    write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()

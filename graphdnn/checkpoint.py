@@ -1,0 +1,458 @@
+"""Checkpoints: every variable under its graph name in safetensors, the graph in the metadata.
+
+One ``.safetensors`` file is TF's ``.meta`` + ``.ckpt`` together: tensors keyed by graph name
+(``hidden1/kernel``) and ``__metadata__`` holding the graph JSON (``graphdnn.graph``), its
+collections (``graphdnn.collections``, for inspection) and the format version. With
+``max_shard_size`` the tensors go to ``<stem>-00001-of-0000N.safetensors`` shards beside a
+``<stem>.safetensors.index.json`` (``{"metadata": ..., "weight_map": {name: shard}}``), the layout of
+the Hugging Face ecosystem; every shard is a plain safetensors file.
+
+Writes are atomic: a temporary file in the same folder, flushed (and fsync'ed with ``fsync=True``),
+then renamed over the target, so an interrupted save leaves the previous checkpoint intact. Reading checks the header
+length against the file size before allocating, validates every header entry, and reads only the
+tensors asked for (``TensorFile.read``) through safetensors' copy-on-write memory maps. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from graphdnn.dtypes import dtype_name
+from graphdnn.errors import FileFormatError, GraphError
+from graphdnn.graph import Graph
+
+FORMAT = "graphdnn-checkpoint"
+VERSION = 1
+INDEX_SUFFIX = ".safetensors.index.json"
+MAX_HEADER_BYTES = 256 * 2**20
+MAX_INDEX_BYTES = 256 * 2**20
+_KEY = "graphdnn."
+
+_CODES: dict[torch.dtype, str] = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL", torch.complex64: "C64",
+}
+for _attr, _code in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"), ("uint16", "U16"),
+                     ("uint32", "U32"), ("uint64", "U64")):
+    if hasattr(torch, _attr):
+        _CODES[getattr(torch, _attr)] = _code
+_DTYPES = {code: dt for dt, code in _CODES.items()}
+
+
+# ------------------------------------------------------------------------------------ saving
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise GraphError(f"max_shard_size {size!r}: use bytes (an int) or a string like '500MB' or '2GiB'")
+    unit = m.group(2).upper().rstrip("B")
+    base = 1024 if unit.endswith("I") else 1000
+    return int(float(m.group(1)) * base ** " KMGT".index(unit.rstrip("I") or " "))
+
+
+def _collect(obj: Any) -> tuple[Graph | None, dict[str, torch.Tensor]]:
+    """The graph and the named tensors to save: a module's current values win over its graph's."""
+    if isinstance(obj, Graph):
+        return obj, dict(obj.values)
+    graph = getattr(obj, "source_graph", None)
+    if isinstance(graph, Graph) and hasattr(obj, "graph_state_dict"):
+        values = dict(graph.values)
+        values.update(obj.graph_state_dict())
+        return graph, values
+    if isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return None, dict(obj)
+    raise GraphError(f"save() takes a Graph, a compiled module or a dict of named tensors, not {type(obj).__name__}")
+
+
+def _prepare(values: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """CPU, contiguous tensors ready to write, and aliases (name -> name holding the same data)
+    for tensors that are the same view of one storage. Other overlapping views are copied."""
+    out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, value in values.items():
+        t = value.detach()
+        if t.dtype not in _CODES:
+            raise GraphError(f"variable {name!r}: dtype {t.dtype} cannot be stored in safetensors")
+        if t.is_sparse or t.layout != torch.strided:
+            raise GraphError(f"variable {name!r} is a {t.layout} tensor; save its dense form")
+        ptr = t.untyped_storage().data_ptr() if t.numel() else 0
+        view = (t.device, ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if ptr and view in views:
+            aliases[name] = views[view]
+            continue
+        shared = ptr in storages
+        if ptr:
+            views[view] = name
+            storages.add(ptr)
+        t = t.cpu()
+        out[name] = t.clone() if shared or not t.is_contiguous() else t
+    return out, aliases
+
+
+def _header(tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    entries: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        entries[name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def _write_tensors(f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    f.write(_header(tensors, metadata))
+    for t in tensors.values():
+        if t.numel():
+            data = t.reshape(-1).view(torch.uint8)
+            if sys.byteorder != "little" and t.element_size() > 1:
+                data = t.reshape(-1).numpy().byteswap().view("uint8")
+            f.write(memoryview(data.numpy() if isinstance(data, torch.Tensor) else data))
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None], fsync: bool) -> None:
+    """Write through a temporary file in ``path``'s folder, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync and hasattr(os, "O_DIRECTORY"):
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _order(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Widest dtypes first (keeps every tensor aligned, as safetensors does), else in given order."""
+    return dict(sorted(tensors.items(), key=lambda kv: -kv[1].element_size()))
+
+
+def save(
+    obj: Any,
+    path: str | os.PathLike,
+    *,
+    max_shard_size: int | str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    fsync: bool = False,
+) -> Path:
+    """Save a graph or compiled module (its current variable values and its graph) to ``path``.
+
+    ``max_shard_size`` (bytes or ``"500MB"``) splits the tensors into shards plus an index JSON;
+    the index path is returned (``model.safetensors`` -> ``model.safetensors.index.json``).
+    ``metadata`` adds user ``str -> str`` entries. Tensors sharing one storage view are stored once
+    and recorded as aliases. A failed or killed save leaves any previous file at ``path`` untouched
+    (temporary file, flush, rename); ``fsync=True`` also survives power loss, at a cost."""
+    graph, values = _collect(obj)
+    tensors, aliases = _prepare(values)
+    meta: dict[str, str] = {"format": "pt", f"{_KEY}format": FORMAT, f"{_KEY}version": str(VERSION)}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str) or k.startswith(_KEY) or k == "format":
+            raise GraphError(f"metadata entry {k!r}: keys and values must be str, keys not 'format' or 'graphdnn.*'")
+        meta[k] = v
+    if graph is not None:
+        meta[f"{_KEY}graph"] = graph.to_json()
+        meta[f"{_KEY}collections"] = json.dumps(graph.collections, ensure_ascii=False)
+    if aliases:
+        meta[f"{_KEY}aliases"] = json.dumps(aliases, ensure_ascii=False)
+    if "__metadata__" in tensors:  # the one key safetensors reserves
+        tensors["__metadata__%"] = tensors.pop("__metadata__")
+        meta[f"{_KEY}keys"] = json.dumps({"__metadata__%": "__metadata__"})
+    tensors = _order(tensors)
+    path = Path(path)
+    if max_shard_size is None:
+        _atomic_write(path, lambda f: _write_tensors(f, tensors, meta), fsync)
+        return path
+    return _save_sharded(path, tensors, meta, _parse_size(max_shard_size), fsync)
+
+
+def _shard_paths(path: Path) -> tuple[Path, str]:
+    name = path.name
+    if name.endswith(INDEX_SUFFIX):
+        stem = name[: -len(INDEX_SUFFIX)]
+    elif name.endswith(".safetensors"):
+        stem = name[: -len(".safetensors")]
+    else:
+        stem = name
+    return path.parent / f"{stem}{INDEX_SUFFIX}", stem
+
+
+def _save_sharded(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str], limit: int,
+                  fsync: bool) -> Path:
+    if limit <= 0:
+        raise GraphError(f"max_shard_size must be positive, got {limit}")
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        if groups[-1] and size + n > limit:
+            groups.append({})
+            size = 0
+        groups[-1][name] = t
+        size += n
+    index_path, stem = _shard_paths(path)
+    previous = _previous_shards(index_path)
+    weight_map: dict[str, str] = {}
+    for i, group in enumerate(groups, 1):
+        shard = f"{stem}-{i:05d}-of-{len(groups):05d}.safetensors"
+        shard_meta = {"format": "pt", f"{_KEY}format": FORMAT, f"{_KEY}version": str(VERSION)}
+        _atomic_write(index_path.parent / shard, lambda f, g=group, m=shard_meta: _write_tensors(f, g, m), fsync)
+        weight_map.update(dict.fromkeys(group, shard))
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    doc = {"metadata": {"total_size": total, **meta}, "weight_map": weight_map}
+    text = json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
+    _atomic_write(index_path, lambda f: f.write(text), fsync)
+    for stale in previous - set(weight_map.values()):
+        try:
+            (index_path.parent / stale).unlink()
+        except OSError:
+            pass
+    return index_path
+
+
+def _previous_shards(index_path: Path) -> set[str]:
+    try:
+        return set(_read_index(index_path)[1].values())
+    except (OSError, FileFormatError):
+        return set()
+
+
+# ----------------------------------------------------------------------------------- reading
+class TensorInfo:
+    """Where one tensor lies in a file: dtype, shape and byte range."""
+
+    __slots__ = ("dtype", "shape", "begin", "end", "path", "key")
+
+    def __init__(self, dtype: torch.dtype, shape: tuple[int, ...], begin: int, end: int, path: Path,
+                 key: str) -> None:
+        self.dtype, self.shape, self.begin, self.end, self.path, self.key = dtype, shape, begin, end, path, key
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def _bad(path: Path, what: str) -> FileFormatError:
+    return FileFormatError(f"{path}: not a valid safetensors file: {what}; the file is truncated or corrupted "
+                           "(re-save it, or restore from another copy)")
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
+    """Validate a safetensors file's header: its tensors, metadata and the offset of the data."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise _bad(path, f"only {size} bytes, shorter than the 8-byte header length")
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                raise _bad(path, f"the header claims {n} bytes but only {size - 8} follow")
+            if n > MAX_HEADER_BYTES:
+                raise _bad(path, f"a {n}-byte header is over the {MAX_HEADER_BYTES}-byte limit")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FileFormatError(f"{path} is a folder, not a safetensors file") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _bad(path, f"the header is not UTF-8 JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise _bad(path, "the header is not a JSON object")
+    meta = doc.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise _bad(path, "__metadata__ must map strings to strings")
+    data_start, data_len = 8 + n, size - 8 - n
+    infos: dict[str, TensorInfo] = {}
+    for name, e in doc.items():
+        if not (isinstance(e, dict) and e.get("dtype") in _DTYPES and isinstance(e.get("shape"), list)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in e["shape"])
+                and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in e["data_offsets"])):
+            raise _bad(path, f"tensor {name!r} has a malformed entry")
+        dtype = _DTYPES[e["dtype"]]
+        begin, end = e["data_offsets"]
+        numel = 1
+        for d in e["shape"]:
+            numel *= d
+        if not 0 <= begin <= end or end - begin != numel * dtype.itemsize:
+            raise _bad(path, f"tensor {name!r}: offsets {e['data_offsets']} do not fit shape {e['shape']}")
+        infos[name] = TensorInfo(dtype, tuple(e["shape"]), data_start + begin, data_start + end, path, name)
+    pos = 0
+    for info in sorted(infos.values(), key=lambda i: (i.begin, i.end)):
+        if info.begin - data_start != pos:
+            raise _bad(path, "tensor data overlaps or leaves gaps")
+        pos = info.end - data_start
+    if pos > data_len:
+        raise _bad(path, f"the data needs {pos} bytes but the file holds {data_len}")
+    if pos < data_len:
+        raise _bad(path, f"{data_len - pos} bytes follow the last tensor")
+    return infos, meta, data_start
+
+
+def _read_index(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    if size > MAX_INDEX_BYTES:
+        raise FileFormatError(f"{path}: a {size}-byte index is over the {MAX_INDEX_BYTES}-byte limit")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{path}: the shard index is not valid JSON ({exc}); re-save the checkpoint") from None
+    meta, wmap = (doc.get("metadata", {}), doc.get("weight_map")) if isinstance(doc, dict) else (None, None)
+    if not isinstance(wmap, dict) or not isinstance(meta, dict):
+        raise FileFormatError(f"{path}: a shard index needs 'weight_map' and 'metadata' objects")
+    for name, shard in wmap.items():
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+            raise FileFormatError(f"{path}: tensor {name!r} maps to {shard!r}; shards must be plain file names "
+                                  "in the index's folder")
+    return meta, wmap
+
+
+class TensorFile:
+    """Lazy, validated access to the named tensors of a safetensors file or a sharded checkpoint.
+
+    ``names()``, ``info(name)`` (dtype, shape) and ``metadata`` cost no tensor reads; ``read(names)``
+    reads just those tensors (in file order, each straight into its own storage). Aliases recorded
+    at save time appear as names of their own."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.infos: dict[str, TensorInfo] = {}
+        if self.path.name.endswith(".index.json"):
+            meta, wmap = _read_index(self.path)
+            self.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+            headers: dict[str, dict[str, TensorInfo]] = {}
+            for name, shard in wmap.items():
+                if shard not in headers:
+                    headers[shard] = read_header(self.path.parent / shard)[0]
+                if name not in headers[shard]:
+                    raise FileFormatError(f"{self.path}: the index puts {name!r} in {shard}, which lacks it")
+                self.infos[name] = headers[shard][name]
+        else:
+            self.infos, self.metadata, _ = read_header(self.path)
+        keys = self._json("keys", {})
+        for stored, name in keys.items():
+            if stored in self.infos:
+                self.infos[name] = self.infos.pop(stored)
+        self.aliases: dict[str, str] = self._json("aliases", {})
+        for alias, target in self.aliases.items():
+            if target not in self.infos:
+                raise FileFormatError(f"{self.path}: alias {alias!r} points at missing tensor {target!r}")
+            self.infos.setdefault(alias, self.infos[target])
+
+    def _json(self, key: str, default: Any) -> Any:
+        text = self.metadata.get(_KEY + key)
+        if text is None:
+            return default
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise FileFormatError(f"{self.path}: metadata {_KEY + key} is not valid JSON") from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise FileFormatError(f"{self.path}: metadata {_KEY + key} must map names to names")
+        return value
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def info(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
+        i = self.infos[name]
+        return i.shape, i.dtype
+
+    def read(self, names: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(name, tensor)`` for ``names``. After this class validated the header, the bytes are
+        served by safetensors' own reader: private copy-on-write memory maps, so untouched data costs
+        no memory and writing to a tensor never writes to the file."""
+        from safetensors import safe_open
+
+        wanted = sorted(set(names), key=lambda n: (str(self.infos[n].path), self.infos[n].begin))
+        by_file: dict[Path, list[str]] = {}
+        for name in wanted:
+            by_file.setdefault(self.infos[name].path, []).append(name)
+        for path, group in by_file.items():
+            try:
+                with safe_open(path, framework="pt") as f:
+                    for name in group:
+                        yield name, f.get_tensor(self.infos[name].key)
+            except (OSError, ValueError, RuntimeError) as exc:
+                if isinstance(exc, FileFormatError):
+                    raise
+                raise _bad(path, f"reading it failed ({exc})") from None
+
+    def read_one(self, name: str) -> torch.Tensor:
+        return next(self.read([name]))[1]
+
+    def graph_json(self) -> str | None:
+        version = self.metadata.get(_KEY + "version")
+        if version is not None and (not version.isdigit() or int(version) > VERSION):
+            raise FileFormatError(f"{self.path}: checkpoint format version {version!r} is newer than this graphdnn "
+                                  f"reads ({VERSION}); upgrade graphdnn")
+        return self.metadata.get(_KEY + "graph")
+
+
+def load_safetensors(path: str | os.PathLike, *, values: bool = True) -> Graph:
+    """The graph saved in ``path`` (a ``.safetensors`` file or a shard index), with its values
+    unless ``values=False`` (then restore them with ``graphdnn.restore``)."""
+    from graphdnn.serialize import graph_from_json
+
+    reader = TensorFile(path)
+    text = reader.graph_json()
+    if text is None:
+        raise FileFormatError(f"{reader.path} holds tensors but no graphdnn graph (plain safetensors); build the "
+                              "graph in code and load the tensors with graphdnn.restore(graph, path)")
+    graph = graph_from_json(text, source=str(reader.path))
+    if not values:
+        return graph
+    names = {op.name for op in graph.variables()}
+    canonical = [n for n in reader.names() if n in names and n not in reader.aliases]
+    for name, tensor in reader.read(canonical):
+        try:
+            graph.set_value(name, tensor, copy=False)
+        except GraphError as exc:
+            raise FileFormatError(f"{reader.path}: {exc}") from None
+    for alias, target in reader.aliases.items():
+        if alias in names and target in graph.values:
+            op = graph.get_operation(alias)
+            value = graph.values[target]
+            if list(value.shape) == op.attrs["shape"] and dtype_name(value.dtype) == op.attrs["dtype"]:
+                graph.values[alias] = value
+            else:
+                graph.set_value(alias, value)
+    return graph
+
+
+__all__ = ["FORMAT", "VERSION", "TensorFile", "TensorInfo", "load_safetensors", "read_header", "save"]
