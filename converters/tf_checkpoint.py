@@ -30,6 +30,7 @@ from converters.tf_proto import (
     decode_tensor_bytes,
     parse_bundle_entry,
     parse_bundle_header,
+    read_varint,
 )
 from graphdnn.errors import FileFormatError
 
@@ -129,26 +130,10 @@ def is_tf_checkpoint(path: str | os.PathLike[str]) -> bool:
 
 
 # ======================================================================================= table format
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end:
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def _snappy_decompress(src: bytes, limit: int) -> bytes:
     """Decode one raw snappy block; refuses to produce more than ``limit`` bytes."""
     n = len(src)
-    expected, pos = _varint(src, 0, n)
+    expected, pos = read_varint(src, 0, n)
     if expected > limit:
         raise ValueError(f"snappy block claims {expected} bytes, more than the {limit} allowed")
     out = bytearray()
@@ -198,8 +183,8 @@ def _snappy_decompress(src: bytes, limit: int) -> bytes:
 
 
 def _block_handle(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    offset, pos = _varint(buf, pos, end)
-    size, pos = _varint(buf, pos, end)
+    offset, pos = read_varint(buf, pos, end)
+    size, pos = read_varint(buf, pos, end)
     return offset, size, pos
 
 
@@ -230,9 +215,9 @@ def _block_entries(block: bytes, what: str) -> list[tuple[bytes, bytes]]:
     key = b""
     pos = 0
     while pos < restarts_at:
-        shared, pos = _varint(block, pos, restarts_at)
-        unshared, pos = _varint(block, pos, restarts_at)
-        vlen, pos = _varint(block, pos, restarts_at)
+        shared, pos = read_varint(block, pos, restarts_at)
+        unshared, pos = read_varint(block, pos, restarts_at)
+        vlen, pos = read_varint(block, pos, restarts_at)
         if shared > len(key) or pos + unshared + vlen > restarts_at:
             raise ValueError(f"{what}: corrupted entry at byte {pos}")
         key = key[:shared] + block[pos : pos + unshared]
@@ -463,7 +448,7 @@ class TFCheckpointReader:
         pos = 0
         try:
             for _ in range(count):
-                length, pos = _varint(raw, pos, n)
+                length, pos = read_varint(raw, pos, n)
                 lengths.append(length)
         except ValueError as exc:
             raise self._fail(entry, name, f"corrupted string lengths ({exc})") from None

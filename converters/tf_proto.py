@@ -58,7 +58,7 @@ MAX_FILL_ELEMENTS = 1 << 28
 _MAX_DEPTH = 64
 
 
-class _WireError(Exception):
+class _WireError(ValueError):
     """Internal: malformed protobuf; wrapped into FileFormatError naming the file at the API boundary."""
 
 
@@ -240,7 +240,8 @@ class _Map:
 _VARINT_KINDS = {"int32", "int64", "uint32", "uint64", "bool", "enum"}
 
 
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A base-128 varint at ``pos`` (protobuf and LevelDB tables); returns (value, next position)."""
     result = 0
     shift = 0
     while True:
@@ -269,13 +270,13 @@ def _convert_varint(kind: str, v: int) -> Any:
 
 def _skip(buf: bytes, pos: int, end: int, wire: int) -> int:
     if wire == 0:
-        return _varint(buf, pos, end)[1]
+        return read_varint(buf, pos, end)[1]
     if wire == 1:
         pos += 8
     elif wire == 5:
         pos += 4
     elif wire == 2:
-        n, pos = _varint(buf, pos, end)
+        n, pos = read_varint(buf, pos, end)
         pos += n
     else:
         raise _WireError(f"unsupported wire type {wire}")
@@ -288,7 +289,7 @@ def _packed(buf: bytes, pos: int, end: int, kind: str) -> list[Any]:
     if kind in _VARINT_KINDS:
         out = []
         while pos < end:
-            v, pos = _varint(buf, pos, end)
+            v, pos = read_varint(buf, pos, end)
             out.append(_convert_varint(kind, v))
         return out
     fmt = {"float": "<f4", "double": "<f8", "fixed32": "<u4", "fixed64": "<u8"}[kind]
@@ -303,7 +304,7 @@ def _decode(buf: bytes, pos: int, end: int, schema: _Msg, depth: int = 0) -> dic
         raise _WireError("messages nested too deeply")
     out: dict[str, Any] = {}
     while pos < end:
-        tag, pos = _varint(buf, pos, end)
+        tag, pos = read_varint(buf, pos, end)
         num, wire = tag >> 3, tag & 7
         spec = schema.fields.get(num)
         if spec is None or num == 0:
@@ -313,7 +314,7 @@ def _decode(buf: bytes, pos: int, end: int, schema: _Msg, depth: int = 0) -> dic
             continue
         name, kind, repeated = spec
         if wire == 2:
-            n, pos = _varint(buf, pos, end)
+            n, pos = read_varint(buf, pos, end)
             stop = pos + n
             if stop > end:
                 raise _WireError(f"field {schema.tf_name}.{name} runs past the end of its message")
@@ -340,7 +341,7 @@ def _decode(buf: bytes, pos: int, end: int, schema: _Msg, depth: int = 0) -> dic
                 raise _WireError(f"field {schema.tf_name}.{name}: unexpected length-delimited value")
             pos = stop
         elif wire == 0 and kind in _VARINT_KINDS:
-            v, pos = _varint(buf, pos, end)
+            v, pos = read_varint(buf, pos, end)
             value = _convert_varint(kind, v)
         elif wire == 5 and kind in ("float", "fixed32"):
             if pos + 4 > end:
