@@ -75,19 +75,20 @@ def _scaled(graph: Graph, x: Tensor, scale: float, name: str) -> Tensor:
 
 def penalty(spec: Spec, weight: torch.Tensor) -> torch.Tensor:
     """The penalty of ``spec`` on ``weight`` computed directly (same formula as the graph ops)."""
+    from graphdnn.train.regularizers import l1_penalty, l2_penalty
+
     total = weight.new_zeros(())
     if spec.get("l1"):
-        total = total + spec["l1"] * weight.abs().sum()
+        total = total + l1_penalty(weight, spec["l1"])
     if spec.get("l2"):
-        total = total + spec["l2"] * weight.pow(2).sum() / 2.0
+        total = total + l2_penalty(weight, spec["l2"])
     return total
 
 
-@torch.no_grad()
 def apply_constraint(spec: Spec, weight: torch.Tensor) -> None:
     """Apply a constraint spec to ``weight`` in place."""
+    from graphdnn.train.constraints import max_norm_
+
     if spec.get("type") != "max_norm":
         raise GraphError(f"unknown constraint {spec!r}")
-    axes = [a % weight.dim() for a in spec["axes"]] if weight.dim() else []
-    norms = weight.pow(2).sum(dim=axes, keepdim=True).sqrt()
-    weight.mul_(spec["max_value"] / torch.clamp(norms, min=spec["max_value"]))
+    max_norm_(weight, spec["max_value"], spec["axes"])

@@ -243,3 +243,20 @@ def test_hostile_names_never_execute(tmp_path):
     assert [op.name for op in g2.operations()] == [op.name for op in g.operations()]
     assert not canary.exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_max_norm_constraint_applied_by_the_compiled_module():
+    torch.manual_seed(3)
+    g = gd.Graph()
+    X = g.placeholder("X", (None, 6))
+    h = layers.dense(X, 4, name="hidden1", kernel_constraint=regularizers.max_norm(1.0, axes=1),
+                     kernel_initializer=init.random_normal(stddev=0.55))
+    model = gd.compile(g, outputs=[h])
+    before = model.variable("hidden1/kernel").detach().numpy().copy()
+    model.apply_constraints()
+    after = model.variable("hidden1/kernel").detach().numpy()
+    norms = np.linalg.norm(before, axis=1, keepdims=True)  # tf.clip_by_norm(w, 1.0, axes=1) by hand
+    expected = np.where(norms > 1.0, before / norms, before)
+    np.testing.assert_allclose(after, expected, rtol=1e-6)
+    assert (norms <= 1.0).any() and (norms > 1.0).any()
+    np.testing.assert_array_equal(after[(norms <= 1.0)[:, 0]], before[(norms <= 1.0)[:, 0]])
