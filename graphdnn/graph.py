@@ -441,6 +441,7 @@ class Graph:
             self._insert(op)
         self.values = {mapping.get(k, k): v for k, v in self.values.items()}
         self.collections = {k: [mapping.get(r) or ref(r) for r in v] for k, v in self.collections.items()}
+        self.aliases = {k: ref(v) or v for k, v in self.aliases.items()}
 
     def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Tensor:
         """A literal Constant op (folded at compile time); scalars and small lists are kept inline."""

@@ -1,0 +1,348 @@
+"""ONNX conformance of graphdnn: import -> graphdnn.compile -> run in torch, on ONNX's own test data.
+
+Suites (all from the installed ``onnx`` package):
+
+* ``node``: the node tests rebuilt in memory by ``onnx.backend.test.case.node.collect_testcases()``
+  (the wheel ships no node data);
+* ``simple``, ``pytorch-converted``, ``pytorch-operator``: ``onnx/backend/test/data/<suite>/*`` with
+  ``model.onnx`` and ``test_data_set_*/{input,output}_*.pb``;
+* ``light``: ``data/light/light_<model>.onnx`` (weights made by ConstantOfShape) fed with
+  ``arange(n).reshape(shape) / n`` in float32 (unknown dims = 1), as ONNX's runner does, compared with
+  ``light_<model>_output_0.pb`` at the tolerances of ``data/real/test_<model>/data.json``.
+
+Every case runs in a forked worker with a per-case alarm; a crash or a hang costs that case only.
+The path under test is ``converters.onnx_import.load_onnx`` -> ``graphdnn.compile`` -> forward.
+
+    python benchmarks/onnx_conformance.py [--suite S ...] [--filter REGEX] [--json PATH] [-v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import multiprocessing as mp
+import os
+import queue
+import re
+import signal
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import onnx  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.onnx_node_cases import compare_outputs, iter_node_cases, to_torch  # noqa: E402
+
+DATA_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data"
+MODEL_SUITES = ("simple", "pytorch-converted", "pytorch-operator")
+SUITES = ("light", *MODEL_SUITES, "node")
+LIGHT_MODELS = ("resnet50", "vgg19", "densenet121", "inception_v1", "inception_v2", "shufflenet", "squeezenet",
+                "bvlc_alexnet", "zfnet512")
+#: Pass targets of the issue, reported beside the figures.
+TARGETS = {"light": 9, "pytorch-converted": 80, "pytorch-operator": 33, "simple": 20, "node": 1300}
+
+
+@dataclass
+class Case:
+    """One conformance case: a model (in memory or a path) and how to get its data sets."""
+
+    suite: str
+    name: str
+    model: onnx.ModelProto | None = None
+    path: str | None = None
+    data_sets: list[tuple[list[Any], list[Any]]] | None = None
+    data_dir: str | None = None
+    rtol: float = 1e-3
+    atol: float = 1e-7
+    op_type: str = "model"
+    op_types: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------
+# Collecting cases
+# ------------------------------------------------------------------------------------------------
+def light_cases() -> list[Case]:
+    cases = []
+    for name in LIGHT_MODELS:
+        tol = json.loads((DATA_DIR / "real" / f"test_{name}" / "data.json").read_text())
+        cases.append(Case("light", name, path=str(DATA_DIR / "light" / f"light_{name}.onnx"),
+                          rtol=float(tol.get("rtol", 1e-3)), atol=float(tol.get("atol", 1e-7))))
+    return cases
+
+
+def model_suite_cases(suite: str) -> list[Case]:
+    cases = []
+    for case_dir in sorted((DATA_DIR / suite).iterdir()):
+        if not (case_dir / "model.onnx").is_file():
+            continue
+        rtol, atol = 1e-3, 1e-7
+        if (case_dir / "data.json").is_file():
+            data = json.loads((case_dir / "data.json").read_text())
+            rtol, atol = float(data.get("rtol", rtol)), float(data.get("atol", atol))
+        cases.append(Case(suite, case_dir.name, path=str(case_dir / "model.onnx"), data_dir=str(case_dir),
+                          rtol=rtol, atol=atol))
+    return cases
+
+
+def node_suite_cases(filter_regex: str | None = None) -> list[Case]:
+    return [Case("node", c.name, model=c.model, data_sets=c.data_sets, rtol=c.rtol, atol=c.atol,
+                 op_type=c.op_type, op_types=c.op_types) for c in iter_node_cases(filter_regex)]
+
+
+def collect(suites: Sequence[str], filter_regex: str | None = None) -> list[Case]:
+    cases: list[Case] = []
+    rx = re.compile(filter_regex) if filter_regex else None
+    for suite in suites:
+        if suite == "node":
+            cases += node_suite_cases(filter_regex)
+            continue
+        found = light_cases() if suite == "light" else model_suite_cases(suite)
+        cases += [c for c in found if rx is None or rx.search(c.name)]
+    return cases
+
+
+# ------------------------------------------------------------------------------------------------
+# Data sets of model cases
+# ------------------------------------------------------------------------------------------------
+def _load_pb(path: str, type_proto: onnx.TypeProto | None) -> Any:
+    data = Path(path).read_bytes()
+    kind = type_proto.WhichOneof("value") if type_proto is not None else "tensor_type"
+    if kind in (None, "tensor_type"):
+        tensor = onnx.TensorProto()
+        tensor.ParseFromString(data)
+        return onnx.numpy_helper.to_array(tensor)
+    if kind == "sequence_type":
+        seq = onnx.SequenceProto()
+        seq.ParseFromString(data)
+        return onnx.numpy_helper.to_list(seq)
+    raise NotImplementedError(f"test data of kind {kind} is not supported")
+
+
+def model_data_sets(case: Case, model: onnx.ModelProto) -> list[tuple[list[Any], list[Any]]]:
+    if case.data_sets is not None:
+        return case.data_sets
+    inits = {t.name for t in model.graph.initializer}
+    real_inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if case.suite == "light":
+        feeds = []
+        for vi in real_inputs:
+            shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim)
+            n = int(np.prod(shape))
+            feeds.append((np.arange(n).reshape(shape) / n).astype(np.float32))
+        prefix = str(Path(case.path).with_suffix(""))
+        expected = [_load_pb(f"{prefix}_output_{i}.pb", o.type) for i, o in enumerate(model.graph.output)]
+        return [(feeds, expected)]
+    sets = []
+    for set_dir in sorted(glob.glob(os.path.join(case.data_dir, "test_data_set*"))):
+        n_in = len(glob.glob(os.path.join(set_dir, "input_*.pb")))
+        n_out = len(glob.glob(os.path.join(set_dir, "output_*.pb")))
+        ins = [_load_pb(os.path.join(set_dir, f"input_{i}.pb"), model.graph.input[i].type) for i in range(n_in)]
+        outs = [_load_pb(os.path.join(set_dir, f"output_{i}.pb"), model.graph.output[i].type) for i in range(n_out)]
+        sets.append((ins, outs))
+    return sets
+
+
+# ------------------------------------------------------------------------------------------------
+# Running one case: the path under test
+# ------------------------------------------------------------------------------------------------
+def run_case(case: Case) -> tuple[str, str]:
+    """(status, message): pass, fail (wrong values) or error (could not import/compile/run)."""
+    import graphdnn as gd
+    from converters.onnx_import import load_onnx
+
+    stage = "load"
+    try:
+        model = case.model if case.model is not None else onnx.load(case.path)
+        data_sets = model_data_sets(case, model)
+        stage = "import"
+        graph = load_onnx(case.path if case.model is None else model)
+        stage = "compile"
+        module = gd.compile(graph, inputs=graph.meta["onnx"]["inputs"], outputs=graph.meta["onnx"]["outputs"]).eval()
+        for inputs, expected in data_sets:
+            stage = "run"
+            feeds = [to_torch(v) for v in inputs]
+            with torch.no_grad():
+                out = module(*feeds)
+            actual = list(out) if isinstance(out, tuple) else [out]
+            reason = compare_outputs(expected, actual, case.rtol, case.atol)
+            if reason:
+                return "fail", reason
+        return "pass", ""
+    except Exception as exc:  # isolate: one bad case never stops the run
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return "error", f"{stage}: {type(exc).__name__}: {msg[:300]}{where}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Isolation: forked workers, per-case alarm, crash recovery
+# ------------------------------------------------------------------------------------------------
+class _CaseTimeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:  # noqa: ARG001
+    raise _CaseTimeout()
+
+
+def _worker(cases: list[Case], indices: list[int], timeout: float, out: Any, max_opset: int | None) -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    if max_opset is not None:
+        from graphdnn.ops import registry
+
+        registry.MAX_ONNX_OPSET = max_opset
+    signal.signal(signal.SIGALRM, _alarm)
+    for idx in indices:
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            status, msg = run_case(cases[idx])
+        except _CaseTimeout:
+            status, msg = "timeout", f"took more than {timeout:g} s"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        out.put((idx, status, msg, time.perf_counter() - start))
+
+
+def run_cases(cases: list[Case], jobs: int = 1, timeout: float = 60.0,
+              max_opset: int | None = None) -> list[dict[str, Any]]:
+    """Run every case isolated in forked workers; one result dict per case, in input order."""
+    results: dict[int, tuple[str, str, float]] = {}
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    jobs = max(1, min(jobs, len(cases)))
+    # Slow cases (light models) first, spread over the workers.
+    order = sorted(range(len(cases)), key=lambda i: cases[i].suite != "light")
+    workers: list[tuple[Any, list[int]]] = []
+    for w in range(jobs):
+        chunk = order[w::jobs]
+        if chunk:
+            p = ctx.Process(target=_worker, args=(cases, chunk, timeout, out, max_opset), daemon=True)
+            p.start()
+            workers.append((p, chunk))
+
+    def drain(block: bool) -> None:
+        try:
+            while True:
+                idx, status, msg, secs = out.get(timeout=1.0) if block else out.get_nowait()
+                results[idx] = (status, msg, secs)
+                block = False
+        except queue.Empty:
+            pass
+
+    while len(results) < len(cases):
+        drain(block=True)
+        alive = []
+        for p, chunk in workers:
+            if p.is_alive():
+                alive.append((p, chunk))
+                continue
+            time.sleep(0.2)
+            drain(block=False)
+            left = [i for i in chunk if i not in results]
+            if not left:
+                continue
+            results[left[0]] = ("crash", f"worker died (exit code {p.exitcode})", 0.0)
+            if left[1:]:
+                q = ctx.Process(target=_worker, args=(cases, left[1:], timeout, out, max_opset), daemon=True)
+                q.start()
+                alive.append((q, left[1:]))
+        workers = alive
+        if not workers and len(results) < len(cases):
+            drain(block=False)
+            for i in range(len(cases)):
+                results.setdefault(i, ("crash", "no worker left", 0.0))
+    for p, _ in workers:
+        p.join(timeout=1.0)
+    return [
+        {"suite": c.suite, "name": c.name, "op_type": c.op_type, "status": results[i][0],
+         "message": results[i][1], "seconds": round(results[i][2], 3)}
+        for i, c in enumerate(cases)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reporting
+# ------------------------------------------------------------------------------------------------
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per suite: passed/total, per op type (node suite) and the failing cases with reasons."""
+    out: dict[str, Any] = {}
+    by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_suite[r["suite"]].append(r)
+    for suite, rs in by_suite.items():
+        per_op: dict[str, Counter] = defaultdict(Counter)
+        for r in rs:
+            per_op[r["op_type"]][r["status"]] += 1
+        out[suite] = {
+            "passed": sum(r["status"] == "pass" for r in rs),
+            "total": len(rs),
+            "target": TARGETS.get(suite),
+            "per_op": {op: {"passed": c["pass"], "total": sum(c.values())} for op, c in sorted(per_op.items())},
+            "failures": {r["name"]: f"{r['status']}: {r['message']}" for r in rs if r["status"] != "pass"},
+        }
+    return out
+
+
+def format_report(summary: dict[str, Any], verbose: bool = False) -> str:
+    lines = []
+    for suite, s in summary.items():
+        if verbose or suite == "node":
+            for op, c in s["per_op"].items():
+                if suite != "node" or c["passed"] != c["total"] or verbose:
+                    lines.append(f"  {suite:18s} {op:45s} {c['passed']:4d}/{c['total']:<4d}")
+        if verbose:
+            for name, why in s["failures"].items():
+                lines.append(f"  {suite:18s} FAIL {name}: {why}")
+    lines.append("")
+    for suite, s in summary.items():
+        target = f"(target {s['target']})" if s["target"] is not None else ""
+        lines.append(f"{suite:18s} {s['passed']:5d}/{s['total']:<5d} {target}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", action="append", choices=SUITES, help="suite(s) to run (default: all)")
+    parser.add_argument("--filter", help="only cases whose name (or node op type) matches this regex")
+    parser.add_argument("--json", help="write the summary and every case's result to this file")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
+    parser.add_argument("--max-opset", type=int, default=None,
+                        help="what-if: accept ONNX opsets up to N (overrides registry.MAX_ONNX_OPSET in the workers)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every failing case")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    start = time.perf_counter()
+    cases = collect(args.suite or SUITES, args.filter)
+    results = run_cases(cases, jobs=args.jobs, timeout=args.timeout, max_opset=args.max_opset)
+    summary = summarize(results)
+    print(format_report(summary, verbose=args.verbose))
+    elapsed = time.perf_counter() - start
+    print(f"({elapsed:.1f} s, {len(cases)} cases)")
+    if args.json:
+        from graphdnn.ops import registry
+
+        payload = {"onnx_version": onnx.__version__, "max_onnx_opset": args.max_opset or registry.MAX_ONNX_OPSET,
+                   "what_if_max_opset": args.max_opset is not None, "seconds": round(elapsed, 1),
+                   "summary": summary, "results": results}
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Export a graph to ONNX directly from the graph IR, keeping every name.
+
+The mapping is close to identity, because graphdnn's op vocabulary is the ONNX operator set:
+
+* a **Placeholder** ``X`` becomes the graph input ``X`` (its tensor ``X:0``); ``None`` dims become
+  symbolic dims (``batch`` for axis 0, ``<input>_<axis>`` elsewhere);
+* a **Variable** ``hidden1/kernel`` becomes the initializer ``hidden1/kernel``: the ONNX value name
+  of a variable is its *op* name, so tensor ``hidden1/kernel:0`` == initializer ``hidden1/kernel``;
+* every other op becomes a ``NodeProto`` named after the op (``dnn/hidden1/MatMul``) whose outputs
+  are the graph's tensor names (``dnn/hidden4/Relu:0``); attributes are written as they are, typed
+  by the operator schema;
+* a graph imported from ONNX keeps its original names: a variable/placeholder's ``meta["onnx_name"]``
+  and an op's ``meta["onnx_outputs"]`` / ``meta["onnx_name"]`` override the defaults above;
+* inference form: graphdnn-domain ``StopGradient``/``AlphaDropout`` and ``Dropout`` become
+  ``Identity`` (same node and value names), ``BatchNormalization`` loses ``training_mode``.
+
+``metadata_props`` carries ``graphdnn.version`` and ``graphdnn.name_map`` (JSON: graphdnn tensor
+name -> ONNX value name, for every tensor whose two names differ). The model passes
+``onnx.checker.check_model(full_check=True)``. Models whose initializers exceed 2 GB are saved with
+external data (one ``<file>.data`` beside the model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from onnx import AttributeProto, TensorProto, helper
+
+from converters.onnx_tensors import torch_to_proto
+from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
+from graphdnn.dtypes import onnx_code
+from graphdnn.errors import GraphError
+from graphdnn.graph import Graph, Op, Tensor
+from graphdnn.names import split_tensor_name, tensor_name
+from graphdnn.ops import registry
+from graphdnn.ops.static import tensor_from_attr
+
+__all__ = ["EXTERNAL_DATA_THRESHOLD", "build_model", "export_onnx", "value_names"]
+
+#: Total initializer bytes above which ``external_data=None`` writes the weights to a side file.
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000 - 64 * 1024 * 1024
+_IDENTITY_IN_INFERENCE = {("graphdnn", "StopGradient"), ("graphdnn", "AlphaDropout"), ("", "Dropout")}
+_ATTR_KINDS = {
+    AttributeProto.FLOAT: "f", AttributeProto.INT: "i", AttributeProto.STRING: "s",
+    AttributeProto.TENSOR: "t", AttributeProto.FLOATS: "fs", AttributeProto.INTS: "is",
+    AttributeProto.STRINGS: "ss", AttributeProto.TENSORS: "ts",
+}
+
+
+def export_onnx(
+    obj: Graph | CompiledGraph,
+    path: str | os.PathLike[str] | None,
+    inputs: Sequence[Tensor | str] | None = None,
+    outputs: Sequence[Tensor | str] | Tensor | str | None = None,
+    opset: int | None = None,
+    external_data: bool | None = None,
+) -> onnx.ModelProto:
+    """Write ``obj`` (a graph, or a compiled module: its graph, inputs and outputs) to ONNX at ``path``
+    and return the model. ``inputs``/``outputs`` choose the part to export as in ``graphdnn.compile``
+    (any tensor can be an input). ``opset`` defaults to the graph's. ``external_data``: None = only
+    when the weights exceed 2 GB; True/False to force. ``path=None`` only builds the model."""
+    model = build_model(obj, inputs, outputs, opset)
+    big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+    use_external = big if external_data is None else bool(external_data)
+    if path is None:
+        if use_external:
+            raise GraphError("external data needs a path to write the weights beside the model")
+        _check(model, None)
+        return model
+    _save(model, Path(path), use_external)
+    return model
+
+
+def _resolve(obj: Any, inputs: Any, outputs: Any) -> tuple[Graph, list[str], list[str]]:
+    if isinstance(obj, CompiledGraph):
+        graph = obj.source_graph
+        inputs = obj.input_names if inputs is None else inputs
+        outputs = obj.output_names if outputs is None else outputs
+    elif isinstance(obj, Graph):
+        graph = obj
+    else:
+        raise GraphError(f"export_onnx needs a graphdnn Graph or compiled module, not {type(obj).__name__}")
+    if isinstance(outputs, (Tensor, str)):
+        outputs = [outputs]
+    out_refs = [graph.get_tensor(t).name for t in outputs] if outputs is not None else default_outputs(graph)
+    if not out_refs:
+        raise GraphError(f"graph {graph.name!r} has no outputs to export; pass outputs=[...]")
+    if inputs is None:
+        fed = [op.output() for op in graph.placeholders()]
+        needed = {op.name for op in needed_ops(graph, fed, out_refs)}
+        reads = {r for name in needed for r in graph.get_operation(name).inputs} | set(out_refs)
+        in_refs = [ref for ref in fed if ref in reads]
+    else:
+        in_refs = [graph.get_tensor(t).name for t in inputs]
+    return graph, in_refs, out_refs
+
+
+def value_names(graph: Graph) -> dict[str, str]:
+    """graphdnn tensor name -> ONNX value name, for every output of every op of ``graph``."""
+    names: dict[str, str] = {}
+    for op in graph.operations():
+        if op.is_variable or op.is_placeholder:
+            names[op.output()] = op.meta.get("onnx_name", op.name)
+            continue
+        onnx_outs = op.meta.get("onnx_outputs") or []
+        for i in range(len(op.outputs)):
+            ref = tensor_name(op.name, i)
+            given = onnx_outs[i] if i < len(onnx_outs) else None
+            names[ref] = given if given else ref
+    return names
+
+
+def _inference_form(op: Op) -> tuple[str, str, list[str | None], dict[str, Any]]:
+    """(domain, type, inputs, attrs) of ``op`` as exported for inference."""
+    if (op.domain, op.type) in _IDENTITY_IN_INFERENCE and len(op.outputs) == 1:
+        return "", "Identity", op.inputs[:1], {}
+    if (op.domain, op.type) == ("", "Dropout"):  # the mask is wanted: inference Dropout (mask of ones)
+        return "", "Dropout", op.inputs[:2], {k: v for k, v in op.attrs.items() if k != "seed"}
+    if op.domain == registry.GRAPHDNN_DOMAIN:
+        raise GraphError(f"op {op.name!r}: graphdnn-domain op {op.type!r} has no ONNX form")
+    attrs = dict(op.attrs)
+    if op.type == "BatchNormalization" and not op.domain:
+        attrs.pop("training_mode", None)
+    return op.domain, op.type, list(op.inputs), attrs
+
+
+def _schema(op_type: str, opset: int, domain: str) -> Any:
+    try:
+        return onnx.defs.get_schema(op_type, opset, domain)
+    except Exception:  # SchemaError: not an ONNX-known op at this opset
+        return None
+
+
+def _tensor_attr(value: Any, where: str) -> TensorProto:
+    if isinstance(value, TensorProto):
+        return value
+    if isinstance(value, dict) or isinstance(value, torch.Tensor):
+        return torch_to_proto(tensor_from_attr(value), "")
+    raise GraphError(f"{where}: a TENSOR attribute must be a {{dtype, shape, data}} literal, got {type(value)}")
+
+
+def _attribute(name: str, value: Any, kind: int | None, where: str) -> AttributeProto:
+    """An AttributeProto of the schema's type ``kind`` (or guessed from the Python value)."""
+    if kind is None or kind == AttributeProto.UNDEFINED:
+        if isinstance(value, dict):
+            kind = AttributeProto.TENSOR
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+            kind = AttributeProto.TENSORS
+        else:
+            return helper.make_attribute(name, value)
+    attr = AttributeProto()
+    attr.name, attr.type = name, kind
+    try:
+        if kind == AttributeProto.FLOAT:
+            attr.f = float(value)
+        elif kind == AttributeProto.INT:
+            attr.i = int(value)
+        elif kind == AttributeProto.STRING:
+            attr.s = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        elif kind == AttributeProto.TENSOR:
+            attr.t.CopyFrom(_tensor_attr(value, where))
+        elif kind == AttributeProto.FLOATS:
+            attr.floats.extend(float(v) for v in value)
+        elif kind == AttributeProto.INTS:
+            attr.ints.extend(int(v) for v in value)
+        elif kind == AttributeProto.STRINGS:
+            attr.strings.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value)
+        elif kind == AttributeProto.TENSORS:
+            attr.tensors.extend(_tensor_attr(v, where) for v in value)
+        else:
+            raise GraphError(f"{where}: attribute {name!r} of kind {AttributeProto.AttributeType.Name(kind)} "
+                             "cannot be exported")
+    except (TypeError, ValueError) as exc:
+        raise GraphError(f"{where}: attribute {name!r}={value!r} does not fit its ONNX type "
+                         f"{AttributeProto.AttributeType.Name(kind)}: {exc}") from exc
+    return attr
+
+
+def _value_info(name: str, dtype: str | None, shape: tuple[int | None, ...] | None, symbolic: bool) -> Any:
+    elem = onnx_code(dtype) if dtype else TensorProto.UNDEFINED
+    if shape is None:
+        return helper.make_tensor_value_info(name, elem, None)
+    dims: list[int | str | None] = []
+    for axis, d in enumerate(shape):
+        if d is not None:
+            dims.append(int(d))
+        elif symbolic:
+            dims.append("batch" if axis == 0 else f"{name}_{axis}")
+        else:
+            dims.append(None)
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def build_model(
+    obj: Graph | CompiledGraph,
+    inputs: Sequence[Tensor | str] | None = None,
+    outputs: Sequence[Tensor | str] | Tensor | str | None = None,
+    opset: int | None = None,
+) -> onnx.ModelProto:
+    """The ``ModelProto`` of ``obj`` (see the module docstring); nothing is checked or written."""
+    graph, in_refs, out_refs = _resolve(obj, inputs, outputs)
+    target = _target_opset(graph, opset)
+    names = value_names(graph)
+    for ref in in_refs:  # an intermediate tensor fed as an input keeps its value name
+        names.setdefault(ref, ref)
+    fed = set(in_refs)
+
+    # Walk back from the outputs through the inference form of each op, so inputs that only
+    # training needs (a dropout rate, a training_mode flag) are not exported.
+    forms: dict[str, tuple[str, str, list[str | None], dict[str, Any]]] = {}
+    seen: set[str] = set()
+    stack = [r for r in out_refs if r not in fed]
+    while stack:
+        op_name = split_tensor_name(stack.pop())[0]
+        if op_name in seen:
+            continue
+        seen.add(op_name)
+        op = graph.get_operation(op_name)
+        if op.is_placeholder:
+            raise GraphError(f"the outputs need placeholder {op.name!r}, which is not among the inputs {in_refs}; "
+                             "add it to inputs")
+        if op.is_variable:
+            continue
+        forms[op_name] = form = _inference_form(op)
+        stack.extend(r for r in form[2] if r is not None and r not in fed)
+    order = [n for n in graph.topological_order() if n in seen]
+
+    used_domains: dict[str, int] = {"": target}
+    nodes, initializers = [], []
+    for op_name in order:
+        op = graph.get_operation(op_name)
+        if op.is_variable:
+            initializers.append(torch_to_proto(graph.values[op.name], names[op.output()]))
+            continue
+        domain, op_type, ins, attrs = forms[op_name]
+        where = f"op {op.name!r} ({op_type})"
+        version = target if domain == "" else graph.opset.get(domain, 1)
+        used_domains.setdefault(domain, version)
+        schema = _schema(op_type, version, domain)
+        kinds = {k: a.type for k, a in schema.attributes.items()} if schema is not None else {}
+        attr_protos = []
+        for key in sorted(attrs):
+            value = attrs[key]
+            if value is None:
+                continue
+            if schema is not None and key not in kinds:
+                raise GraphError(f"{where}: attribute {key!r} is not part of ONNX {op_type} at opset {version}")
+            attr_protos.append(_attribute(key, value, kinds.get(key), where))
+        in_names = ["" if r is None else names[r] for r in ins]
+        while in_names and in_names[-1] == "":
+            in_names.pop()
+        n_out = len(op.outputs) if op_type != "Identity" or op.type == "Identity" else 1
+        out_names = [names[tensor_name(op.name, i)] for i in range(n_out)]
+        node = helper.make_node(op_type, in_names, out_names, name=op.meta.get("onnx_name", op.name),
+                                domain=domain or None)
+        node.attribute.extend(attr_protos)
+        nodes.append(node)
+
+    graph_inputs = []
+    for ref in in_refs:
+        t = graph.get_tensor(ref)
+        graph_inputs.append(_value_info(names[ref], t.dtype, t.shape, symbolic=True))
+    graph_outputs = []
+    for ref in out_refs:
+        t = graph.get_tensor(ref)
+        graph_outputs.append(_value_info(names[ref], t.dtype, t.shape, symbolic=False))
+    onnx_graph = helper.make_graph(nodes, graph.name, graph_inputs, graph_outputs, initializers)
+    opsets = [helper.make_opsetid(d, v) for d, v in sorted(used_domains.items())]
+    model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="graphdnn",
+                              producer_version=_version())
+    model.ir_version = helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+    _fill_unknown_output_types(model)
+    name_map = {ref: v for ref, v in names.items() if ref != v and (split_tensor_name(ref)[0] in seen or ref in fed)}
+    helper.set_model_props(model, {"graphdnn.version": _version(), "graphdnn.name_map": json.dumps(name_map)})
+    return model
+
+
+def _target_opset(graph: Graph, opset: int | None) -> int:
+    current = graph.opset.get("", registry.DEFAULT_OPSET[""])
+    if opset is None or opset == current:
+        return current
+    if not registry.MIN_ONNX_OPSET <= opset <= registry.MAX_ONNX_OPSET:
+        raise GraphError(f"opset {opset} is outside what graphdnn supports "
+                         f"({registry.MIN_ONNX_OPSET}..{registry.MAX_ONNX_OPSET})")
+    changed = []
+    for op in graph.operations():
+        if op.domain or op.is_variable or op.is_placeholder:
+            continue
+        a, b = _schema(op.type, current, ""), _schema(op.type, opset, "")
+        if a is None or b is None or a.since_version != b.since_version:
+            changed.append(op.type)
+    if changed:
+        raise GraphError(
+            f"graph {graph.name!r} is written for opset {current}; at opset {opset} these op types have another "
+            f"definition: {sorted(set(changed))}. Build the graph with graph.opset[''] = {opset} instead"
+        )
+    return opset
+
+
+def _fill_unknown_output_types(model: onnx.ModelProto) -> None:
+    missing = [o for o in model.graph.output if o.type.tensor_type.elem_type == TensorProto.UNDEFINED]
+    if not missing:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort here; the checker reports real problems
+        return
+    known = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    for out in missing:
+        if out.name in known and known[out.name].type.tensor_type.elem_type:
+            out.type.CopyFrom(known[out.name].type)
+
+
+def _version() -> str:
+    import graphdnn
+
+    return graphdnn.__version__
+
+
+def _check(model: onnx.ModelProto | str, where: str | None) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        label = where or "the exported model"
+        raise GraphError(f"{label} fails onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:
+    """Write atomically: into a temporary file (and data file) beside ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not external:
+        _check(model, None)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(model.SerializeToString())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    data_name = f"{path.name}.data"
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmpdir:
+        tmp_model = Path(tmpdir) / path.name
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        onnx.save_model(copy, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        _check(str(tmp_model), str(path))
+        os.replace(Path(tmpdir) / data_name, path.parent / data_name)
+        os.replace(tmp_model, path)
