@@ -271,7 +271,7 @@ class _Importer:
     def _variable(self, value_name: str, value: torch.Tensor, bn_state: bool, producer: dict | None = None) -> None:
         op_name = self._free(value_name)
         train = value.is_floating_point() and not bn_state and bool(self.policy(value_name, value))
-        t = self.g.variable(op_name, value=value, trainable=train, scoped=False)
+        t = self.g.variable(op_name, value=value, trainable=train, scoped=False, copy=False)
         if op_name != value_name:
             t.op.meta["onnx_name"] = value_name
         if producer:
@@ -349,7 +349,7 @@ class _Importer:
             return False
         value = proto_to_torch(tensor_attr.t, f"{self.source}: Constant {node.name!r}")
         op_name = self._free(node.output[0])
-        t = self.g.variable(op_name, value=value, trainable=False, scoped=False)
+        t = self.g.variable(op_name, value=value, trainable=False, scoped=False, copy=False)
         t.op.meta["onnx_producer"] = {"op_type": "Constant", "name": node.name}
         if op_name != node.output[0]:
             t.op.meta["onnx_name"] = node.output[0]

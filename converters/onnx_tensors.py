@@ -35,7 +35,7 @@ def torch_to_proto(tensor: torch.Tensor, name: str) -> TensorProto:
         array = array.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[t.element_size()])
     else:
         array = t.resolve_conj().numpy()
-    return numpy_helper.from_array(np.ascontiguousarray(array), name)
+    return numpy_helper.from_array(np.asarray(array, order="C"), name)
 
 
 def proto_to_torch(proto: TensorProto, where: str = "tensor") -> torch.Tensor:
@@ -59,5 +59,5 @@ def proto_to_torch(proto: TensorProto, where: str = "tensor") -> torch.Tensor:
     if array.dtype == np.uint16 or array.dtype == np.uint32 or array.dtype == np.uint64:
         signed = {2: np.int16, 4: np.int32, 8: np.int64}[array.dtype.itemsize]
         tdt = {2: torch.uint16, 4: torch.uint32, 8: torch.uint64}[array.dtype.itemsize]
-        return torch.from_numpy(np.ascontiguousarray(array).view(signed).copy()).view(tdt)
+        return torch.from_numpy(np.asarray(array, order="C").view(signed).copy()).view(tdt)
     return torch.from_numpy(np.array(array, copy=True))

@@ -318,12 +318,14 @@ class Graph:
         constraint: dict[str, Any] | None = None,
         layout: str | None = None,
         scoped: bool = True,
+        copy: bool = True,
     ) -> Tensor:
         """A named variable (in the variable scope, not the name scope). Its value is ``value`` or
         is drawn now from ``initializer`` (an ``initializers`` spec). ``trainable=False`` makes it
         state (a buffer), like moving statistics. ``dtype`` defaults to float32 (or the value's).
         ``layout`` ("io" for ``[in, out]`` dense kernels,
-        "oihw" for conv kernels) guides fan computation and foreign-weight conversion."""
+        "oihw" for conv kernels) guides fan computation and foreign-weight conversion. ``copy=False``
+        lets the variable own ``value``'s storage (loaders that just created it)."""
         from graphdnn import initializers
 
         full = self._var_name(name) if scoped else check_name(name)
@@ -352,7 +354,7 @@ class Graph:
         }
         op = Op(full, VARIABLE, [], attrs, [ValueInfo(tuple(tensor.shape), dt)], GRAPHDNN_DOMAIN)
         self._insert(op)
-        self.set_value(full, tensor)
+        self.set_value(full, tensor, copy=copy or value is None)
         handle = Tensor(self, full)
         if regularizer:
             from graphdnn.regularizers import add_loss

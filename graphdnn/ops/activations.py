@@ -95,6 +95,14 @@ def shrink(x: torch.Tensor, *, bias: float = 0.0, lambd: float = 0.5) -> torch.T
 
 
 @register("PRelu", since=1)
+def prelu_v1(x: torch.Tensor, slope: torch.Tensor, *, consumed_inputs=None) -> torch.Tensor:
+    """Opsets 1-6: a ``[C]`` slope applies per channel (axis 1), a one-element slope to everything."""
+    if slope.dim() == 1 and slope.numel() > 1 and x.dim() > 2 and slope.numel() == x.shape[1]:
+        slope = slope.reshape((1, -1) + (1,) * (x.dim() - 2))
+    return prelu(x, slope)
+
+
+@register("PRelu", since=7)
 def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     """``slope`` broadcasts unidirectionally to ``x``."""
     return torch.where(x < 0, x * slope, x).to(x.dtype)

@@ -23,7 +23,7 @@ GRAPHDNN_DOMAIN = "graphdnn"
 #: Opset versions graphdnn writes by default and accepts when reading.
 DEFAULT_OPSET = {ONNX_DOMAIN: 17, GRAPHDNN_DOMAIN: 1}
 MIN_ONNX_OPSET = 1
-MAX_ONNX_OPSET = 23
+MAX_ONNX_OPSET = 28
 
 
 @dataclass(frozen=True)
