@@ -14,6 +14,10 @@ The mapping is close to identity, because graphdnn's op vocabulary is the ONNX o
 * inference form: graphdnn-domain ``StopGradient``/``AlphaDropout`` and ``Dropout`` become
   ``Identity`` (same node and value names), ``BatchNormalization`` loses ``training_mode``.
 
+* a dense layer's ``MatMul`` + bias ``Add`` becomes one ``Gemm`` node named after the ``Add``
+  (``fuse_gemm=False`` keeps them apart); the ``MatMul``'s names go to ``graphdnn.fused_gemm``
+  metadata, from which the importer restores both ops.
+
 ``metadata_props`` carries ``graphdnn.version`` and ``graphdnn.name_map`` (JSON: graphdnn tensor
 name -> ONNX value name, for every tensor whose two names differ). The model passes
 ``onnx.checker.check_model(full_check=True)``. Models whose initializers exceed 2 GB are saved with
@@ -33,6 +37,8 @@ import onnx
 import torch
 from onnx import AttributeProto, TensorProto, helper
 
+from converters.onnx_gemm import METADATA_KEY as FUSED_KEY
+from converters.onnx_gemm import gemm_node, gemm_pairs
 from converters.onnx_tensors import torch_to_proto
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
 from graphdnn.dtypes import onnx_code
@@ -61,12 +67,14 @@ def export_onnx(
     outputs: Sequence[Tensor | str] | Tensor | str | None = None,
     opset: int | None = None,
     external_data: bool | None = None,
+    fuse_gemm: bool = True,
 ) -> onnx.ModelProto:
     """Write ``obj`` (a graph, or a compiled module: its graph, inputs and outputs) to ONNX at ``path``
     and return the model. ``inputs``/``outputs`` choose the part to export as in ``graphdnn.compile``
     (any tensor can be an input). ``opset`` defaults to the graph's. ``external_data``: None = only
-    when the weights exceed 2 GB; True/False to force. ``path=None`` only builds the model."""
-    model = build_model(obj, inputs, outputs, opset)
+    when the weights exceed 2 GB; True/False to force. ``path=None`` only builds the model.
+    ``fuse_gemm`` writes dense layers as one ``Gemm`` node (see ``converters.onnx_gemm``)."""
+    model = build_model(obj, inputs, outputs, opset, fuse_gemm)
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
     use_external = big if external_data is None else bool(external_data)
     if path is None:
@@ -203,6 +211,7 @@ def build_model(
     inputs: Sequence[Tensor | str] | None = None,
     outputs: Sequence[Tensor | str] | Tensor | str | None = None,
     opset: int | None = None,
+    fuse_gemm: bool = True,
 ) -> onnx.ModelProto:
     """The ``ModelProto`` of ``obj`` (see the module docstring); nothing is checked or written."""
     graph, in_refs, out_refs = _resolve(obj, inputs, outputs)
@@ -231,6 +240,9 @@ def build_model(
         forms[op_name] = form = _inference_form(op)
         stack.extend(r for r in form[2] if r is not None and r not in fed)
     order = [n for n in graph.topological_order() if n in seen]
+    pairs = gemm_pairs(graph, forms, out_refs, fed) if fuse_gemm else {}
+    absorbed = set(pairs.values())
+    fused_meta: dict[str, dict[str, str]] = {}
 
     used_domains: dict[str, int] = {"": target}
     nodes, initializers = [], []
@@ -238,6 +250,14 @@ def build_model(
         op = graph.get_operation(op_name)
         if op.is_variable:
             initializers.append(torch_to_proto(graph.values[op.name], names[op.output()]))
+            continue
+        if op_name in absorbed:
+            continue
+        if op_name in pairs:
+            mm = graph.get_operation(pairs[op_name])
+            gemm_name = op.meta.get("onnx_name", op.name)
+            nodes.append(gemm_node(gemm_name, [names[r] for r in (*mm.inputs, op.inputs[1])], names[op.output()]))
+            fused_meta[gemm_name] = {"matmul": mm.meta.get("onnx_name", mm.name), "matmul_output": names[mm.output()]}
             continue
         domain, op_type, ins, attrs = forms[op_name]
         where = f"op {op.name!r} ({op_type})"
@@ -278,7 +298,10 @@ def build_model(
     model.ir_version = helper.find_min_ir_version_for(opsets, ignore_unknown=True)
     _fill_unknown_output_types(model)
     name_map = {ref: v for ref, v in names.items() if ref != v and (split_tensor_name(ref)[0] in seen or ref in fed)}
-    helper.set_model_props(model, {"graphdnn.version": _version(), "graphdnn.name_map": json.dumps(name_map)})
+    props = {"graphdnn.version": _version(), "graphdnn.name_map": json.dumps(name_map)}
+    if fused_meta:
+        props[FUSED_KEY] = json.dumps(fused_meta)
+    helper.set_model_props(model, props)
     return model
 
 

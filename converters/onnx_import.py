@@ -40,6 +40,7 @@ import torch
 from onnx import TensorProto
 
 from converters.onnx_attrs import node_attributes
+from converters.onnx_gemm import split_fused
 from converters.onnx_tensors import proto_to_torch
 from graphdnn import shapes
 from graphdnn.dtypes import dtype_name
@@ -64,7 +65,7 @@ def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, t
               *, name: str | None = None) -> Graph:
     """Import an ONNX model (a path, serialized bytes or a ``ModelProto``) as a graph."""
     model, source = _read(path_or_model)
-    return _Importer(model, source, _policy(trainable), name).run()
+    return _Importer(split_fused(model), source, _policy(trainable), name).run()
 
 
 # ------------------------------------------------------------------------------------------------

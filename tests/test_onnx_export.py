@@ -52,8 +52,16 @@ def test_names_inference_form_and_ort_parity(tmp_path, kind):
     onnx.checker.check_model(onnx.load(path), full_check=True)
 
     nodes = {n.name: n for n in model.graph.node}
-    assert "dnn/hidden1/MatMul" in nodes and nodes["dnn/hidden1/MatMul"].input[1] == "hidden1/kernel"
-    assert nodes["dnn/hidden1/MatMul"].output[0] == "dnn/hidden1/MatMul:0"
+    # a dense layer is one Gemm named after its BiasAdd; the MatMul's names live in the metadata
+    gemm = nodes["dnn/hidden1/BiasAdd"]
+    assert gemm.op_type == "Gemm" and list(gemm.input) == ["X", "hidden1/kernel", "hidden1/bias"]
+    assert gemm.output[0] == "dnn/hidden1/BiasAdd:0" and "dnn/hidden1/MatMul" not in nodes
+    fused = json.loads({p.key: p.value for p in model.metadata_props}["graphdnn.fused_gemm"])
+    assert fused["dnn/hidden1/BiasAdd"] == {"matmul": "dnn/hidden1/MatMul", "matmul_output": "dnn/hidden1/MatMul:0"}
+    unfused = {n.name: n for n in gd.export_onnx(g, None, outputs=[logits], fuse_gemm=False).graph.node}
+    assert unfused["dnn/hidden1/MatMul"].input[1] == "hidden1/kernel"
+    assert unfused["dnn/hidden1/MatMul"].output[0] == "dnn/hidden1/MatMul:0"
+    assert unfused["dnn/hidden1/BiasAdd"].op_type == "Add"
     assert {t.name for t in model.graph.initializer} >= {"hidden1/kernel", "hidden1/bias", "outputs/kernel"}
     assert [i.name for i in model.graph.input] == ["X"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -140,3 +148,17 @@ def test_a_failed_export_keeps_the_previous_file(tmp_path):
         gd.export_onnx(bad, path, outputs=[y])
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_fused_gemm_splits_back_on_import(tmp_path):
+    g, logits = book_mlp("relu")
+    path = tmp_path / "fused.onnx"
+    first = gd.export_onnx(g, path, outputs=[logits])
+    imported = gd.load(path)
+    assert imported.get_operation("dnn/hidden1/MatMul").type == "MatMul"
+    assert imported.get_operation("dnn/hidden1/BiasAdd").inputs == ["dnn/hidden1/MatMul:0", "hidden1/bias:0"]
+    again = gd.export_onnx(imported, None)
+    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in again.graph.node] == [
+        (n.name, n.op_type, list(n.input), list(n.output)) for n in first.graph.node]
+    x = torch.randn(3, 784)
+    torch.testing.assert_close(gd.compile(imported).eval()(x), gd.compile(g, outputs=[logits]).eval()(x))
