@@ -1,5 +1,6 @@
 """Training: optimizers (FTRL included), LR schedules, clipping, max-norm, L1/L2, early stopping,
-augmentation, progress, learning-curve PNGs, and ``fit`` / ``evaluate`` / ``predict``."""
+augmentation, progress, learning-curve PNGs, ``fit`` / ``evaluate`` / ``predict``, and data-parallel
+training under torchrun (``graphdnn.train.distributed``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .augment import (
 from .callbacks import Callback
 from .clipping import clip_gradients_by_global_norm, clip_gradients_by_value
 from .constraints import MaxNorm, clip_by_norm, max_norm_
+from .distributed import SaveCheckpoint
 from .early_stopping import EarlyStopping
 from .fit import evaluate, fit, predict
 from .ftrl import FTRL
@@ -50,6 +52,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomRotation",
     "RandomShift",
+    "SaveCheckpoint",
     "Transform",
     "accuracy",
     "clip_by_norm",

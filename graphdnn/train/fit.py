@@ -28,6 +28,7 @@ from .batches import (
 )
 from .callbacks import Callback
 from .clipping import clip_gradients_by_global_norm, clip_gradients_by_value
+from .distributed import prepare as _prepare_distributed
 from .early_stopping import EarlyStopping
 from .history import History
 from .losses import LossFn, MetricFn, get_loss, get_metric
@@ -133,6 +134,8 @@ def fit(
     output: int | str | None = None,
     progress: bool = True,
     seed: int | None = None,
+    distributed: bool | None = None,
+    find_unused_parameters: bool | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
 
@@ -152,6 +155,15 @@ def fit(
     ``output_names``). ``seed`` makes the run reproducible (shuffling, dropout, augmentation drawn
     from the global RNG) without changing the global RNG state outside the call.
 
+    Data-parallel training (see :mod:`graphdnn.train.distributed`): ``distributed`` None trains
+    data-parallel when a process group of several ranks is initialized (launch with ``torchrun``) or
+    ``model`` is a ``DistributedDataParallel``; True requires that, False trains this process alone.
+    Then ``batch_size`` is the global batch: each rank takes its share of ``x``/``y`` (a ``data=``
+    iterable is taken to be per-rank already), the result equals single-process training on the same
+    global batches, logs are reduced over ranks, only rank 0 shows progress, and the seed (drawn on
+    rank 0 if None) is shared. ``find_unused_parameters`` None lets DDP search only when the graph
+    has trainable parameters that no gradient reaches.
+
     Recorded per epoch: "loss" (the mean training objective, regularization included), each metric on the
     training batches, "val_loss" and "val_<metric>" (data loss only, eval mode), and "lr", the first param
     group's learning rate at the start of the epoch.
@@ -160,6 +172,13 @@ def fit(
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if schedule_interval not in ("batch", "epoch"):
         raise ValueError(f"schedule_interval must be 'batch' or 'epoch', got {schedule_interval!r}")
+    run = _prepare_distributed(model, distributed, resolve_output(getattr(model, "module", model), output),
+                               find_unused_parameters)
+    forward = model
+    if run is not None:
+        model, forward = run.module, run.forward_model
+        seed = run.shared_seed(seed)
+        progress = progress and run.is_main
     device, float_dtype = model_device(model)
     loss_fn = get_loss(loss)
     metric_fns = [get_metric(m) for m in metrics]
@@ -180,7 +199,8 @@ def fit(
     monitor = stopper.monitor if stopper is not None else default_monitor
 
     history = History()
-    with _kept_mode(model), _rng_scope(seed, device):
+    rng_seed = seed if run is None or seed is None else seed + run.rank  # own dropout masks per rank
+    with _kept_mode(model), _rng_scope(rng_seed, device):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         batches = make_batches(
             x,
@@ -192,6 +212,8 @@ def fit(
             float_dtype=float_dtype,
             what="fit",
         )
+        if run is not None:
+            batches = run.shard(batches)
         _call(callbacks, "on_train_begin", {"model": model, "optimizer": opt})
         step = 0
         for epoch in range(1, epochs + 1):
@@ -209,12 +231,18 @@ def fit(
                 if augment is not None:
                     xb = augment(xb)
                 opt.zero_grad(set_to_none=True)
-                out = select_output(model(xb), output)
-                objective = loss_fn(out, yb)
+                out = select_output(forward(xb), output)
+                n = len(xb)
+                # an empty share of a tiny global batch still joins DDP's gradient reduction, adding zero
+                objective = loss_fn(out, yb) if n or run is None else out.sum() * 0.0
+                data_loss = objective
+                if run is not None:  # weight the rank's mean by its share: DDP's average is the global mean
+                    data_loss = objective * (n * run.world_size / max(run.global_count(n), 1))
                 penalty = _regularization(model, regularizers)
                 if penalty is not None:
                     objective = objective + penalty
-                objective.backward()
+                    data_loss = data_loss + penalty
+                data_loss.backward()
                 params = [p for group in opt.param_groups for p in group["params"]]
                 if clip_value is not None:
                     clip_gradients_by_value(params, clip_value)
@@ -225,17 +253,19 @@ def fit(
                 step += 1
                 if scheduler is not None and not plateau and schedule_interval == "batch":
                     scheduler.step()
-                n = len(xb)
                 seen += n
-                with torch.no_grad():
-                    _accumulate(sums, "loss", objective.detach() * n)
-                    for name, fn in metric_fns:
-                        _accumulate(sums, name, fn(out.detach(), yb) * n)
-                if bar.enabled and bar.tty:
+                if n or run is None:
+                    with torch.no_grad():
+                        _accumulate(sums, "loss", objective.detach() * n)
+                        for name, fn in metric_fns:
+                            _accumulate(sums, name, fn(out.detach(), yb) * n)
+                if bar.enabled and bar.tty and seen:
                     bar.update(1, loss=float(sums["loss"]) / seen)
                 else:
                     bar.update(1)
                 _call(callbacks, "on_batch_end", step, {"loss": objective.detach()})
+            if run is not None:
+                sums, seen = run.reduce_sums(sums, seen, ["loss", *(name for name, _ in metric_fns)])
             if seen == 0:
                 raise ValueError("fit: the training data yielded no batch")
             logs = {name: float(value) / seen for name, value in sums.items()}
@@ -264,6 +294,8 @@ def fit(
                 hook = getattr(cb, "on_epoch_end", None)
                 hook = hook if callable(hook) else cb if callable(cb) else None
                 stop = (hook is not None and hook(epoch, dict(logs)) is True) or stop
+            if run is not None:
+                stop = run.any(stop)  # all ranks stop together, or the others would wait forever
             if stop:
                 history.stopped_early = True
                 break
