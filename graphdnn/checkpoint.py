@@ -5,7 +5,10 @@ One ``.safetensors`` file is TF's ``.meta`` + ``.ckpt`` together: tensors keyed 
 collections (``graphdnn.collections``, for inspection) and the format version. With
 ``max_shard_size`` the tensors go to ``<stem>-00001-of-0000N.safetensors`` shards beside a
 ``<stem>.safetensors.index.json`` (``{"metadata": ..., "weight_map": {name: shard}}``), the layout of
-the Hugging Face ecosystem; every shard is a plain safetensors file.
+the Hugging Face ecosystem; every shard is a plain safetensors file. A save never overwrites a shard
+that the current index names: when the names would collide, the new shards are written as
+``<stem>-00001-of-0000N-b.safetensors`` (saves alternate between the two sets), and the index, replaced
+last, is the commit point, so a killed sharded save leaves the previous checkpoint whole.
 
 Writes are atomic: a temporary file in the same folder, flushed (and fsync'ed with ``fsync=True``),
 then renamed over the target, so an interrupted save leaves the previous checkpoint intact. Reading checks the header
@@ -15,6 +18,7 @@ tensors asked for (``TensorFile.read``) through safetensors' copy-on-write memor
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -220,9 +224,11 @@ def _save_sharded(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
         size += n
     index_path, stem = _shard_paths(path)
     previous = _previous_shards(index_path)
+    names = [f"{stem}-{i:05d}-of-{len(groups):05d}.safetensors" for i in range(1, len(groups) + 1)]
+    if previous & set(names):  # never overwrite a shard the current index uses: a killed save would mix them
+        names = [f"{stem}-{i:05d}-of-{len(groups):05d}-b.safetensors" for i in range(1, len(groups) + 1)]
     weight_map: dict[str, str] = {}
-    for i, group in enumerate(groups, 1):
-        shard = f"{stem}-{i:05d}-of-{len(groups):05d}.safetensors"
+    for shard, group in zip(names, groups):
         shard_meta = {"format": "pt", f"{_KEY}format": FORMAT, f"{_KEY}version": str(VERSION)}
         _atomic_write(index_path.parent / shard, lambda f, g=group, m=shard_meta: _write_tensors(f, g, m), fsync)
         weight_map.update(dict.fromkeys(group, shard))
@@ -284,6 +290,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
         raise FileFormatError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise FileFormatError(f"{path} is a folder, not a safetensors file") from None
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -296,7 +304,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
     data_start, data_len = 8 + n, size - 8 - n
     infos: dict[str, TensorInfo] = {}
     for name, e in doc.items():
-        if not (isinstance(e, dict) and e.get("dtype") in _DTYPES and isinstance(e.get("shape"), list)
+        if not (isinstance(e, dict) and isinstance(e.get("dtype"), str) and e["dtype"] in _DTYPES
+                and isinstance(e.get("shape"), list)
                 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in e["shape"])
                 and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
                 and all(isinstance(o, int) and not isinstance(o, bool) for o in e["data_offsets"])):
@@ -411,6 +420,8 @@ class TensorFile:
             except (OSError, ValueError, RuntimeError) as exc:
                 if isinstance(exc, FileFormatError):
                     raise
+                if getattr(exc, "errno", None) == errno.ENOMEM or "Cannot allocate memory" in str(exc):
+                    raise MemoryError(f"{path}: out of memory while reading tensors ({exc})") from exc
                 raise _bad(path, f"reading it failed ({exc})") from None
 
     def read_one(self, name: str) -> torch.Tensor:
