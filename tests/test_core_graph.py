@@ -231,7 +231,7 @@ def test_hostile_names_never_execute(tmp_path):
     g = gd.Graph()
     x = g.placeholder(evil, (None, 2))
     h = x
-    for i, name in enumerate(names):
+    for name in names:
         h = layers.dense(h, 2, name=name, activation=nn.relu)
         assert f"{name}/kernel" in g
     model = gd.compile(g, outputs=[h])
