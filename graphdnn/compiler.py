@@ -88,16 +88,23 @@ class CompiledGraph(fx.GraphModule):
         """The module's variables keyed by graph name."""
         return {name: self.variable(name) for name in self.variable_names}
 
+    def _specs(self, attr: str) -> list[tuple[str, dict[str, Any]]]:
+        """``(variable, spec)`` for this module's variables that carry a ``regularizer``/``constraint``
+        (read from the graph once; recompile after changing them)."""
+        cache = self.__dict__.setdefault("_spec_cache", {})
+        if attr not in cache:
+            ops = (self.source_graph.get_operation(n) for n in self.variable_names)
+            cache[attr] = [(op.name, op.attrs[attr]) for op in ops if op.attrs.get(attr)]
+        return cache[attr]
+
     def regularization_loss(self) -> torch.Tensor:
         """Sum of the penalties of the regularizers attached to this module's variables."""
         from graphdnn.regularizers import penalty
 
         total: torch.Tensor | None = None
-        for name in self.variable_names:
-            spec = self.source_graph.get_operation(name).attrs.get("regularizer")
-            if spec:
-                term = penalty(spec, self.variable(name))
-                total = term if total is None else total + term
+        for name, spec in self._specs("regularizer"):
+            term = penalty(spec, self.variable(name))
+            total = term if total is None else total + term
         if total is None:
             p = next(iter(self.parameters()), None)
             return torch.zeros((), device=p.device if p is not None else None)
@@ -107,10 +114,8 @@ class CompiledGraph(fx.GraphModule):
         """Apply the variables' constraints (max-norm...) in place; call after each optimizer step."""
         from graphdnn.regularizers import apply_constraint
 
-        for name in self.variable_names:
-            spec = self.source_graph.get_operation(name).attrs.get("constraint")
-            if spec:
-                apply_constraint(spec, self.variable(name))
+        for name, spec in self._specs("constraint"):
+            apply_constraint(spec, self.variable(name))
 
 
 def compile(  # noqa: A001 - the public name mirrors torch.compile
