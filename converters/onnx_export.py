@@ -40,6 +40,7 @@ from onnx import AttributeProto, TensorProto, helper
 from converters.onnx_gemm import METADATA_KEY as FUSED_KEY
 from converters.onnx_gemm import gemm_node, gemm_pairs
 from converters.onnx_tensors import torch_to_proto
+from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
 from graphdnn.dtypes import onnx_code
 from graphdnn.errors import GraphError
@@ -74,7 +75,8 @@ def export_onnx(
     (any tensor can be an input). ``opset`` defaults to the graph's. ``external_data``: None = only
     when the weights exceed 2 GB; True/False to force. ``path=None`` only builds the model.
     ``fuse_gemm`` writes dense layers as one ``Gemm`` node (see ``converters.onnx_gemm``)."""
-    model = build_model(obj, inputs, outputs, opset, fuse_gemm)
+    with paused_gc():
+        model = build_model(obj, inputs, outputs, opset, fuse_gemm)
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
     use_external = big if external_data is None else bool(external_data)
     if path is None:

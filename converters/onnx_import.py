@@ -43,6 +43,7 @@ from converters.onnx_attrs import node_attributes
 from converters.onnx_gemm import split_fused
 from converters.onnx_tensors import proto_to_torch
 from graphdnn import shapes
+from graphdnn.bulk import paused_gc
 from graphdnn.dtypes import dtype_name
 from graphdnn.errors import FileFormatError, GraphDNNError, UnknownOpError
 from graphdnn.graph import Graph, ValueInfo
@@ -65,7 +66,8 @@ def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, t
               *, name: str | None = None) -> Graph:
     """Import an ONNX model (a path, serialized bytes or a ``ModelProto``) as a graph."""
     model, source = _read(path_or_model)
-    return _Importer(split_fused(model), source, _policy(trainable), name).run()
+    with paused_gc():
+        return _Importer(split_fused(model), source, _policy(trainable), name).run()
 
 
 # ------------------------------------------------------------------------------------------------

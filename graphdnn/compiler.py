@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from graphdnn.bulk import paused_gc
 from graphdnn.errors import GraphError
 from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
 from graphdnn.names import identifier, split_tensor_name, state_key, tensor_name
@@ -136,8 +137,9 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         in_refs = [op.output() for op in graph.placeholders() if _feeds(graph, op, needed_names)]
     else:
         in_refs = [_ref(graph, t) for t in inputs]
-    ops = needed_ops(graph, in_refs, out_refs)
-    return _Builder(graph, in_refs, out_refs, ops).build()
+    with paused_gc():
+        ops = needed_ops(graph, in_refs, out_refs)
+        return _Builder(graph, in_refs, out_refs, ops).build()
 
 
 def _info(graph: Graph, ref: str | None) -> Any:

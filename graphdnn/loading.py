@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from graphdnn.bulk import paused_gc
 from graphdnn.errors import FileFormatError
 from graphdnn.graph import Graph
 
@@ -66,7 +67,11 @@ def load(path: str | os.PathLike, **kwargs: Any) -> Graph:
 
     For graphdnn checkpoints ``values=False`` returns the graph alone (TF's ``import_meta_graph``),
     to be filled by ``graphdnn.restore``. Other keyword arguments go to the format's importer."""
-    path = Path(path)
+    with paused_gc():
+        return _load(Path(path), kwargs)
+
+
+def _load(path: Path, kwargs: dict[str, Any]) -> Graph:
     name = path.name.lower()
     if name.endswith(".safetensors") or name.endswith(".safetensors.index.json"):
         from graphdnn.checkpoint import load_safetensors

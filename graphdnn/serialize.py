@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from graphdnn.bulk import paused_gc
 from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph, Op, ValueInfo
 from graphdnn.names import split_tensor_name
@@ -52,7 +53,8 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
 def graph_to_json(graph: Graph, indent: int | None = None) -> str:
     """Serialize ``graph`` (without variable values) to a JSON string."""
     try:
-        return json.dumps(graph_to_dict(graph), indent=indent, ensure_ascii=False, allow_nan=True)
+        with paused_gc():
+            return json.dumps(graph_to_dict(graph), indent=indent, ensure_ascii=False, allow_nan=True)
     except TypeError as exc:
         raise GraphError(f"graph {graph.name!r} holds an attribute that is not JSON data: {exc}") from exc
 
@@ -60,22 +62,25 @@ def graph_to_json(graph: Graph, indent: int | None = None) -> str:
 def graph_from_json(text: str | bytes, source: str = "<json>") -> Graph:
     """Rebuild a graph from ``graph_to_json`` output; variables get no values (see ``initialize``)."""
     try:
-        doc = json.loads(text)
+        with paused_gc():
+            doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise FileFormatError(f"{source}: the graph metadata is not valid JSON ({exc})") from exc
-    return graph_from_dict(doc, source)
+    with paused_gc():
+        return graph_from_dict(doc, source)
 
 
-def _need(cond: bool, source: str, what: str) -> None:
+def _need(cond: bool, source: str, what: str, *args: Any) -> None:
+    """Raise a FileFormatError unless ``cond``; ``what % args`` is only formatted on failure."""
     if not cond:
-        raise FileFormatError(f"{source}: malformed graph: {what}")
+        raise FileFormatError(f"{source}: malformed graph: {what % args if args else what}")
 
 
-def _shape(value: Any, source: str, where: str) -> tuple[int | None, ...] | None:
+def _shape(value: Any, source: str, op_name: str) -> tuple[int | None, ...] | None:
     if value is None:
         return None
     _need(isinstance(value, list) and all(d is None or (isinstance(d, int) and d >= 0) for d in value),
-          source, f"{where}: shape must be a list of non-negative ints or nulls")
+          source, "op %r: shape must be a list of non-negative ints or nulls", op_name)
     return tuple(value)
 
 
@@ -100,40 +105,40 @@ def graph_from_dict(doc: Any, source: str = "<json>") -> Graph:
     unknown: dict[str, list[str]] = {}
     parsed = []
     for i, entry in enumerate(ops):
-        _need(isinstance(entry, dict), source, f"op #{i} is not an object")
+        _need(isinstance(entry, dict), source, "op #%d is not an object", i)
         name, op_type, domain = entry.get("name"), entry.get("type"), entry.get("domain", "")
-        _need(isinstance(name, str) and name != "", source, f"op #{i} has no name")
-        _need(isinstance(op_type, str) and isinstance(domain, str), source, f"op {name!r}: bad type/domain")
+        _need(isinstance(name, str) and name != "", source, "op #%d has no name", i)
+        _need(isinstance(op_type, str) and isinstance(domain, str), source, "op %r: bad type/domain", name)
         if (domain, op_type) not in _BUILTIN and not is_known(op_type, domain):
             unknown.setdefault(f"{domain + '::' if domain else ''}{op_type}", []).append(name)
         inputs = entry.get("inputs", [])
         _need(isinstance(inputs, list) and all(r is None or isinstance(r, str) for r in inputs),
-              source, f"op {name!r}: inputs must be a list of tensor names")
+              source, "op %r: inputs must be a list of tensor names", name)
         attrs = entry.get("attrs", {})
-        _need(isinstance(attrs, dict), source, f"op {name!r}: attrs must be an object")
+        _need(isinstance(attrs, dict), source, "op %r: attrs must be an object", name)
         outs = entry.get("outputs", [])
         _need(isinstance(outs, list) and all(isinstance(o, dict) for o in outs), source,
-              f"op {name!r}: outputs must be a list of objects")
-        infos = [ValueInfo(_shape(o.get("shape"), source, f"op {name!r}"), o.get("dtype")) for o in outs]
+              "op %r: outputs must be a list of objects", name)
+        infos = [ValueInfo(_shape(o.get("shape"), source, name), o.get("dtype")) for o in outs]
         meta = entry.get("meta", {})
-        _need(isinstance(meta, dict), source, f"op {name!r}: meta must be an object")
+        _need(isinstance(meta, dict), source, "op %r: meta must be an object", name)
         parsed.append(Op(name, op_type, inputs, attrs, infos, domain, meta))
     if unknown:
         listed = "; ".join(f"{t} (ops {', '.join(map(repr, names[:5]))})" for t, names in sorted(unknown.items()))
         raise FileFormatError(f"{source}: unsupported op types: {listed}")
     for op in parsed:
-        _need(op.name not in graph.nx, source, f"duplicate op name {op.name!r}")
+        _need(op.name not in graph.nx, source, "duplicate op name %r", op.name)
         for ref in op.inputs:
             if ref is None:
                 continue
             producer, index = split_tensor_name(ref)
-            _need(producer in graph.nx, source, f"op {op.name!r} reads {ref!r}, which no earlier op produces")
+            _need(producer in graph.nx, source, "op %r reads %r, which no earlier op produces", op.name, ref)
             _need(index < len(graph.nx.nodes[producer]["op"].outputs), source,
-                  f"op {op.name!r} reads {ref!r}, beyond its producer's outputs")
+                  "op %r reads %r, beyond its producer's outputs", op.name, ref)
         if op.is_variable:
             _need(isinstance(op.attrs.get("shape"), list) and isinstance(op.attrs.get("dtype"), str)
                   and isinstance(op.attrs.get("trainable"), bool), source,
-                  f"variable {op.name!r} needs shape, dtype and trainable")
+                  "variable %r needs shape, dtype and trainable", op.name)
         graph._insert(op)
     collections = doc.get("collections", {})
     _need(isinstance(collections, dict), source, "collections must be an object")
