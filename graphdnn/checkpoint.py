@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -271,12 +272,26 @@ def _bad(path: Path, what: str) -> FileFormatError:
                            "(re-save it, or restore from another copy)")
 
 
+_HEADER_CACHE: OrderedDict[tuple, tuple[dict[str, TensorInfo], dict[str, str], int]] = OrderedDict()
+_HEADER_CACHE_SIZE = 16
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
-    """Validate a safetensors file's header: its tensors, metadata and the offset of the data."""
+    """Validate a safetensors file's header: its tensors, metadata and the offset of the data.
+
+    Validated headers are remembered per file identity (device, inode, size, modification time), so
+    a ``load(values=False)`` followed by ``restore`` parses the header once; graphdnn replaces files
+    by rename (a new inode), and any other change of size or time parses again."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if key in _HEADER_CACHE:
+                _HEADER_CACHE.move_to_end(key)
+                infos, meta, data_start = _HEADER_CACHE[key]
+                return dict(infos), dict(meta), data_start
+            size = st.st_size
             head = f.read(8)
             if len(head) < 8:
                 raise _bad(path, f"only {size} bytes, shorter than the 8-byte header length")
@@ -327,7 +342,10 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
         raise _bad(path, f"the data needs {pos} bytes but the file holds {data_len}")
     if pos < data_len:
         raise _bad(path, f"{data_len - pos} bytes follow the last tensor")
-    return infos, meta, data_start
+    _HEADER_CACHE[key] = (infos, meta, data_start)
+    while len(_HEADER_CACHE) > _HEADER_CACHE_SIZE:
+        _HEADER_CACHE.popitem(last=False)
+    return dict(infos), dict(meta), data_start
 
 
 def _read_index(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
