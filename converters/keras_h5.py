@@ -20,6 +20,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = ["MAX_ARCHIVE_BYTES", "KerasFile", "read_keras_file", "weight_names"]
 MAX_ARCHIVE_BYTES = 4 * 2**30
 _MAX_RATIO = 200  # uncompressed / compressed beyond this (for members > 1 MiB) is a zip bomb
 _MAX_CONFIG = 64 * 2**20
+_MAX_GROUPS = 100_000
 _AUTO_NAME = re.compile(r"_\d+$")
 _WEIGHT_NAMES = {
     "dense": ["kernel", "bias"], "conv2d": ["kernel", "bias"], "conv1d": ["kernel", "bias"],
@@ -59,6 +61,9 @@ def _h5py() -> Any:
 def _child(group: Any, key: str, where: str) -> Any:
     """``group[key]`` unless it is an external link (never followed: it could read any file)."""
     h5py = _h5py()
+    if not isinstance(group, h5py.Group):
+        raise FileFormatError(f"{where}: {group.name} is a {type(group).__name__}, where a group holding {key!r} was "
+                              "expected")
     link = group.get(key, getlink=True)
     if link is None:
         raise FileFormatError(f"{where}: missing {group.name}/{key}")
@@ -74,6 +79,10 @@ def _array(ds: Any, where: str) -> np.ndarray:
         raise FileFormatError(f"{where}: {ds.name} is not a dataset")
     if ds.dtype.kind not in "biufc":
         raise FileFormatError(f"{where}: weight {ds.name} has dtype {ds.dtype}, not numbers")
+    stored = ds.id.get_storage_size()
+    if ds.nbytes > 2**20 and ds.nbytes > _MAX_RATIO * max(stored, 1):
+        raise FileFormatError(f"{where}: weight {ds.name} declares shape {list(ds.shape)} ({ds.nbytes} bytes) but "
+                              f"the file stores {stored} bytes of it; refusing to allocate it (corrupted or hostile)")
     try:
         return np.asarray(ds[()])
     except (OSError, ValueError) as exc:
@@ -89,7 +98,12 @@ def _open_h5(source: Any, where: str) -> Any:
 
 
 def _attr_text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FileFormatError(f"attribute value {value[:40]!r} is not UTF-8 text") from None
+    return str(value)
 
 
 def weight_names(class_hint: str, count: int) -> list[str]:
@@ -102,8 +116,13 @@ def weight_names(class_hint: str, count: int) -> list[str]:
 def _keras3_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarray]]]:
     out: dict[str, list[tuple[str, np.ndarray]]] = {}
     h5py = _h5py()
+    seen: set[Any] = set()
 
     def walk(group: Any) -> None:
+        if group.id in seen or len(seen) > _MAX_GROUPS:
+            raise FileFormatError(f"{where}: group {group.name} is reached twice (a link cycle) or the file holds "
+                                  f"over {_MAX_GROUPS} groups; not a Keras weights file")
+        seen.add(group.id)
         for key in group:
             child = _child(group, key, where)
             if not isinstance(child, h5py.Group):
@@ -143,8 +162,10 @@ def _h5_weights(f: Any, where: str) -> tuple[dict[str, Any] | None, dict[str, li
     if "model_config" in f.attrs:
         try:
             config = json.loads(_attr_text(f.attrs["model_config"]))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise FileFormatError(f"{where}: model_config is not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise FileFormatError(f"{where}: model_config holds a {type(config).__name__}, not a model config object")
     if "model_weights" in f:
         return config, _legacy_weights(_child(f, "model_weights", where), where)
     if "layer_names" in f.attrs:
@@ -159,6 +180,7 @@ def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
     except zipfile.BadZipFile as exc:
         raise FileFormatError(f"{path}: not a .keras archive (not a zip: {exc})") from None
     infos = {i.filename: i for i in archive.infolist()}
+    names = [i.filename for i in archive.infolist()]
     total = sum(i.file_size for i in infos.values())
     if total > MAX_ARCHIVE_BYTES:
         raise FileFormatError(f"{path}: the archive declares {total} uncompressed bytes (limit {MAX_ARCHIVE_BYTES})")
@@ -171,11 +193,17 @@ def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
             raise FileFormatError(f"{path}: a .keras archive must hold {need}; it has {sorted(infos)}")
     if infos["config.json"].file_size > _MAX_CONFIG:
         raise FileFormatError(f"{path}: config.json is {infos['config.json'].file_size} bytes (limit {_MAX_CONFIG})")
+    duplicated = sorted({n for n in names if names.count(n) > 1} & {"config.json", "model.weights.h5"})
+    if duplicated:
+        raise FileFormatError(f"{path}: the archive holds {duplicated} more than once; which copy is meant is "
+                              "ambiguous")
     try:
         config = json.loads(archive.read("config.json"))
         weights = archive.read("model.weights.h5")
-    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-        raise FileFormatError(f"{path}: corrupted archive ({exc})") from None
+    except (zipfile.BadZipFile, ValueError, EOFError, RecursionError, zlib.error, NotImplementedError) as exc:
+        raise FileFormatError(f"{path}: corrupted archive ({type(exc).__name__}: {exc})") from None
+    if not isinstance(config, dict):
+        raise FileFormatError(f"{path}: config.json holds a {type(config).__name__}, not a Keras model config object")
     return config, weights
 
 
@@ -187,9 +215,23 @@ def read_keras_file(path: str | os.PathLike) -> KerasFile:
     where = str(path)
     if path.name.lower().endswith(".keras"):
         config, blob = _read_zip(path)
-        with _open_h5(io.BytesIO(blob), where + ":model.weights.h5") as f:
-            _, weights = _h5_weights(f, where + ":model.weights.h5")
+        inner = where + ":model.weights.h5"
+        _, weights = _read_h5(io.BytesIO(blob), inner)
         return KerasFile(where, config, weights)
-    with _open_h5(path, where) as f:
-        config, weights = _h5_weights(f, where)
+    config, weights = _read_h5(path, where)
     return KerasFile(where, config, weights)
+
+
+def _read_h5(source: Any, where: str) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
+    """Config and weights of an HDF5 file; the HDF5 library's errors about a damaged file (h5py raises
+    OSError, RuntimeError, KeyError, ValueError or TypeError for them) become ``FileFormatError``."""
+    try:
+        with _open_h5(source, where) as f:
+            return _h5_weights(f, where)
+    except FileFormatError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise FileFormatError(f"{where}: {exc}") from None
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise FileFormatError(f"{where}: the HDF5 data is corrupted ({type(exc).__name__}: {exc}); re-save the "
+                              "model") from None

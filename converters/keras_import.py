@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from converters.keras_h5 import KerasFile, read_keras_file
-from graphdnn.errors import FileFormatError, GraphError, UnknownOpError
+from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, UnknownOpError
 from graphdnn.graph import Graph, Tensor
 
 __all__ = ["keras_named_tensors", "load_keras", "load_keras_weights"]
@@ -303,11 +303,30 @@ def _plan(config: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, list[
     raise UnknownOpError(f"model class {cls!r}: graphdnn imports Sequential and functional models")
 
 
+#: What a config that lies (a missing key, a wrong type, an impossible value) raises while it is read.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError,
+              RecursionError, RuntimeError)
+
+
 def build_keras_graph(kfile: KerasFile) -> Graph:
-    """A graph for the model described by ``kfile`` (config + weights)."""
+    """A graph for the model described by ``kfile`` (config + weights). A config that does not describe
+    a model graphdnn can rebuild gives a ``FileFormatError`` naming the file and the layer."""
     if kfile.config is None:
         raise FileFormatError(f"{kfile.path}: a weights-only file has no model config; build the graph in code and "
                               "call converters.keras_import.load_keras_weights(graph, path)")
+    current: list[str] = []
+    try:
+        return _build_keras_graph(kfile, current)
+    except GraphDNNError:
+        raise
+    except _MALFORMED as exc:
+        where = f"layer {current[-1]!r}" if current else "the model config"
+        raise FileFormatError(f"{kfile.path}: {where} is malformed ({type(exc).__name__}: {exc}); re-save the "
+                              "model with Keras") from None
+
+
+def _build_keras_graph(kfile: KerasFile, current: list[str]) -> Graph:
+    assert kfile.config is not None
     layers, inbound, outputs = _plan(kfile.config)
     bad = [f"{layer['config'].get('name')} ({layer['class_name']})" for layer in layers
            if layer["class_name"] not in LAYERS and layer["class_name"] != "InputLayer"]
@@ -319,6 +338,7 @@ def build_keras_graph(kfile: KerasFile) -> Graph:
     for spec in layers:
         cls, cfg = spec["class_name"], spec["config"]
         name = cfg["name"]
+        current.append(str(name))
         if cls == "InputLayer":
             dtype = cfg.get("dtype") if isinstance(cfg.get("dtype"), str) else "float32"
             out[name] = graph.placeholder(name, tuple(_input_shape(spec)), dtype)

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import os
 import re
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -205,40 +207,103 @@ def _from_torch_file(path: Path) -> NamedTensors:
     return _from_mapping(kept, str(path), "torch", excluded)
 
 
+#: Exceptions numpy and zipfile raise for a damaged ``.npy`` member (its header is parsed as a Python literal).
+_NPY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, SyntaxError,
+               tokenize.TokenError, RecursionError, TypeError, OverflowError)
+_DEFLATE_MAX_RATIO = 1032  # the most deflate can expand: a larger declared size is a lie
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str
+                ) -> tuple[tuple[int, ...], np.dtype, bool, Any]:
+    """Validate member ``info``'s ``.npy`` header against the bytes the archive holds; return shape,
+    dtype, Fortran order and the member opened after its header (the caller closes it)."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        limit = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        limit = _DEFLATE_MAX_RATIO * info.compress_size + 1024
+    else:
+        raise FileFormatError(f"{path}: array {name!r} uses zip compression method {info.compress_type}; numpy "
+                              "writes stored or deflated members only")
+    if info.file_size > limit:
+        raise FileFormatError(f"{path}: array {name!r} declares {info.file_size} uncompressed bytes from "
+                              f"{info.compress_size} stored; the archive is corrupted or a zip bomb")
+    f: Any = None
+    try:
+        f = archive.open(info)
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran, dtype = read(f)
+        if dtype.hasobject:
+            raise FileFormatError(f"{path}: array {name!r} holds Python objects; graphdnn never unpickles. "
+                                  "Save plain numeric arrays")
+        count = 1
+        for d in shape:
+            count *= d
+        need, have = count * dtype.itemsize, info.file_size - f.tell()
+        if need != have:
+            raise FileFormatError(f"{path}: array {name!r} declares {dtype} {list(shape)} ({need} bytes), but its "
+                                  f"member holds {have} bytes of data; the file is truncated or corrupted")
+    except FileFormatError:
+        if f is not None:
+            f.close()
+        raise
+    except _NPY_ERRORS as exc:
+        if f is not None:
+            f.close()
+        raise FileFormatError(f"{path}: array {name!r} has a corrupted header ({type(exc).__name__}: {exc})") from None
+    return tuple(shape), dtype, fortran, f
+
+
+def _npz_members(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        name = info.filename[:-4]
+        if name in members:
+            raise FileFormatError(f"{path}: array {name!r} is stored twice; which copy is meant is ambiguous")
+        members[name] = info
+    return members
+
+
 def _from_npz(path: Path) -> NamedTensors:
     try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise FileFormatError(f"{path}: not a readable .npz archive ({exc})") from None
     readers: dict[str, Callable[[], Any]] = {}
     infos: dict[str, tuple[Shape | None, Any]] = {}
     with archive:
-        for member in archive.namelist():
-            if not member.endswith(".npy"):
-                continue
-            name = member[:-4]
-            try:
-                with archive.open(member) as f:
-                    version = np.lib.format.read_magic(f)
-                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                              else np.lib.format.read_array_header_2_0)(f)
-            except (ValueError, OSError, zipfile.BadZipFile) as exc:
-                raise FileFormatError(f"{path}: array {name!r} has a corrupted header ({exc})") from None
-            shape, _, dtype = header
-            if dtype.hasobject:
-                raise FileFormatError(f"{path}: array {name!r} holds Python objects; graphdnn never unpickles. "
-                                      "Save plain numeric arrays")
+        for name, info in _npz_members(archive, path).items():
+            shape, _, _, f = _npy_header(archive, info, path, name)
+            f.close()
             readers[name] = lambda n=name: _npz_read(path, n)
-            infos[name] = (tuple(shape), None)
+            infos[name] = (shape, None)
     return NamedTensors(readers, infos, label=str(path), framework=None)
 
 
 def _npz_read(path: Path, name: str) -> np.ndarray:
+    """Array ``name`` of the archive, its header checked against the member's size before any allocation."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return z[name]
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise FileFormatError(f"{path}: cannot read array {name!r} ({exc})") from None
+        with zipfile.ZipFile(path) as archive:
+            info = _npz_members(archive, path).get(name)
+            if info is None:
+                raise FileFormatError(f"{path}: no array {name!r}")
+            shape, dtype, fortran, f = _npy_header(archive, info, path, name)
+            with f:
+                data = f.read()
+    except FileFormatError:
+        raise
+    except _NPY_ERRORS as exc:
+        raise FileFormatError(f"{path}: cannot read array {name!r} ({type(exc).__name__}: {exc})") from None
+    count = 1
+    for d in shape:
+        count *= d
+    if len(data) != count * dtype.itemsize:
+        raise FileFormatError(f"{path}: array {name!r} is truncated ({len(data)} of {count * dtype.itemsize} bytes)")
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
 
 
 def _from_safetensors(path: Path) -> NamedTensors:

@@ -93,6 +93,7 @@ def _read(obj: Any) -> tuple[onnx.ModelProto, str]:
         raise FileFormatError(
             f"{source}: not a valid ONNX model (protobuf decoding failed: {exc}); the file is truncated or is "
             "not ONNX, re-export or re-download it") from exc
+    _check_text(model, source)
     if not model.HasField("graph") or not model.opset_import or model.ir_version <= 0:
         raise FileFormatError(
             f"{source}: not an ONNX model (no graph, IR version or opset import); the file is truncated or is "
@@ -103,6 +104,30 @@ def _read(obj: Any) -> tuple[onnx.ModelProto, str]:
         except Exception as exc:
             raise FileFormatError(f"{source}: cannot read the external weight data beside the model: {exc}") from exc
     return model, source
+
+
+def _check_text(model: onnx.ModelProto, source: str) -> None:
+    """Protobuf hands back invalid UTF-8 in string fields as ``bytes``: refuse such a file up front."""
+    g = model.graph
+
+    def bad(where: str, value: Any) -> None:
+        if not isinstance(value, str):
+            raise FileFormatError(f"{source}: {where} {value!r} is not UTF-8 text; the file is corrupted")
+
+    for i, o in enumerate(model.opset_import):
+        bad(f"opset import #{i} domain", o.domain)
+    for i, node in enumerate(g.node):
+        for field in (node.name, node.op_type, node.domain, *node.input, *node.output):
+            bad(f"node #{i} field", field)
+        for a in node.attribute:
+            bad(f"node #{i} attribute name", a.name)
+    for kind, items in (("initializer", g.initializer), ("input", g.input), ("output", g.output),
+                        ("value_info", g.value_info)):
+        for i, item in enumerate(items):
+            bad(f"{kind} #{i} name", item.name)
+    for p in model.metadata_props:
+        bad("metadata key", p.key)
+        bad("metadata value", p.value)
 
 
 def _is_external(t: TensorProto) -> bool:

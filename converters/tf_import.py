@@ -42,7 +42,7 @@ import torch
 from converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot, resolve_checkpoint_prefix
 from converters.tf_ops import TRANSLATORS, f32
 from converters.tf_proto import MetaGraph, TFNode, TFShape, TFVariableDef, parse_tensor_name, read_meta_graph
-from graphdnn.errors import FileFormatError, GraphError, UnknownOpError
+from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, UnknownOpError
 from graphdnn.graph import Graph
 from graphdnn.names import split_tensor_name
 
@@ -326,11 +326,18 @@ class Node:
         value = self.tf.attrs.get(key)
         return str(value.base_dtype) if value is not None else default
 
+    def _dep(self, i: int) -> str:
+        deps = self.imp.deps[self.name]
+        if i >= len(deps):
+            raise FileFormatError(f"{self.imp.source}: TF op {self.name!r} ({self.op}) has {len(deps)} input(s); "
+                                  f"input {i} is missing (a corrupted meta graph)")
+        return deps[i]
+
     def x(self, i: int) -> str:
-        return self.imp.tensor(self.imp.deps[self.name][i])
+        return self.imp.tensor(self._dep(i))
 
     def static_ints(self, i: int, required: bool = True) -> list[int] | None:
-        ref = self.imp.deps[self.name][i]
+        ref = self._dep(i)
         node = self.imp.nodes[split_tensor_name(ref)[0]]
         if node.op != "Const":
             if required:
@@ -436,7 +443,13 @@ class _Builder:
             if name in imp.special:
                 outs = [self._batch_norm(name, imp.special[name])]
             else:
-                outs = TRANSLATORS[node.op](Node(imp, node))
+                try:
+                    outs = TRANSLATORS[node.op](Node(imp, node))
+                except GraphDNNError:
+                    raise
+                except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise FileFormatError(f"{imp.source}: TF op {name!r} ({node.op}) is malformed "
+                                          f"({type(exc).__name__}: {exc})") from None
             for i, ref in enumerate(outs):
                 imp.refs[f"{name}:{i}"] = ref
 

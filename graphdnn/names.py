@@ -7,7 +7,9 @@
   hierarchy mirrors the scopes (``hidden1/kernel`` -> ``hidden1.kernel``). Escaping is URL-style
   percent-encoding of the UTF-8 bytes of every character outside letters, digits and
   ``_-+=@#$&()[]{},;:!?<>|~^*`` and space (so ``.`` -> ``%2E``, ``%`` -> ``%25``, quotes, backslashes
-  and control characters never reach generated code); an empty segment is ``%``, and a segment that
+  and control characters never reach generated code; a segment whose NFKC form differs, such as
+  ``º``, keeps only its ASCII characters unescaped, since Python reads identifiers in NFKC); an empty
+  segment is ``%``, and a segment that
   would shadow an ``nn.Module`` attribute (``training``, ``forward``...), is a Python keyword or starts
   with ``_`` gets its
   first character encoded. ``graph_name(state_key(n)) == n`` for every name.
@@ -15,9 +17,11 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import keyword
 import re
+import unicodedata
 import urllib.parse
 
 import torch.nn as nn
@@ -25,6 +29,9 @@ import torch.nn as nn
 from graphdnn.errors import GraphError
 
 _RESERVED = frozenset(dir(nn.Module)) | {"training", "graph", "code", "source_graph"}
+# names generated code relies on: an argument or value named like one would shadow it
+_CODE_GLOBALS = frozenset(dir(builtins)) | {"self", "torch", "operator", "math", "fx_pytree", "pytree", "device",
+                                            "inf", "nan", "builtins"}
 _TENSOR_RE = re.compile(r"\A(.*):(\d+)\Z", re.DOTALL)
 
 
@@ -57,6 +64,9 @@ def _escape_segment(seg: str) -> str:
     if seg == "":
         return "%"
     out = "".join(ch if (ch.isalnum() and ch.isprintable()) or ch in _SAFE else _encode_char(ch) for ch in seg)
+    if not out.isascii() and unicodedata.normalize("NFKC", out) != out:
+        # Python reads identifiers in NFKC (``self.º`` is ``self.o``): keep only ASCII as it is
+        out = "".join(ch if ch.isascii() and (ch.isalnum() or ch in _SAFE) else _encode_char(ch) for ch in seg)
     if out in _RESERVED or out.startswith("_") or keyword.iskeyword(out):
         out = _encode_char(out[0]) + out[1:]
     return out
@@ -84,9 +94,10 @@ def identifier(name: str, prefix: str = "v") -> str:
     ident = re.sub(r"\W", "_", name.encode("ascii", "replace").decode("ascii")).strip("_").lower()
     if not ident or not ident[0].isalpha():
         ident = f"{prefix}_{ident}"
-    if keyword.iskeyword(ident):
+    ident = ident[:60]
+    if keyword.iskeyword(ident) or ident in _CODE_GLOBALS:
         ident += "_"
-    return ident[:60]
+    return ident
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -323,3 +323,15 @@ def test_graphdnn_load_dispatches_onnx_and_a_checkpoint_keeps_every_name(tmp_pat
     assert [op.name for op in back.operations()] == [op.name for op in g.operations()]
     assert back.aliases == g.aliases and back.get_tensor("/relu/Relu_output_0").name == "Relu_2:0"
     assert all(torch.equal(back.values[k], v) for k, v in g.values.items())
+
+
+def test_invalid_utf8_names_are_a_clean_error(tmp_path):
+    g = Graph()
+    x = g.placeholder("X", (None, 4))
+    nn.relu(x, name="relu_name")
+    data = gd.export_onnx(g, None).SerializeToString()
+    assert data.count(b"relu_name") >= 1
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data.replace(b"relu_name", b"relu_nam\xff"))
+    with pytest.raises(FileFormatError, match="not UTF-8 text"):
+        load_onnx(path)
