@@ -42,6 +42,27 @@ def paired_ratios(ours: Callable[[], Any], baseline: Callable[[], Any], repeats:
             "ratios": ratios}
 
 
+def paired_median(a: Callable[[], Any], b: Callable[[], Any], repeats: int, inner: int = 1,
+                  warmup: int = 3) -> tuple[float, float, float]:
+    """(median of time(a)/time(b), median time of a, median time of b) per call: each round times
+    ``inner`` calls of a and of b back to back, alternating which goes first."""
+    for _ in range(warmup):
+        a()
+        b()
+    ratios, ta, tb = [], [], []
+    for r in range(repeats):
+        times = {}
+        for name, fn in ((("a", a), ("b", b)) if r % 2 == 0 else (("b", b), ("a", a))):
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name] = (time.perf_counter() - start) / inner
+        ratios.append(times["a"] / times["b"])
+        ta.append(times["a"])
+        tb.append(times["b"])
+    return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--json", type=Path, help="write the results to this JSON file")

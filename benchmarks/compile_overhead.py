@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as tnn
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 
 import graphdnn as gd
 from graphdnn import layers, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import paired_median  # noqa: E402
 
 
 def book_mlp(bn: bool) -> tuple[gd.Graph, str]:
@@ -71,21 +74,8 @@ def hand_deep_narrow(depth: int = 20, width: int = 64) -> tnn.Module:
 
 def paired_ratio(a: Callable[[], None], b: Callable[[], None], iters: int, repeats: int) -> dict[str, float]:
     """Median over ``repeats`` of time(a)/time(b), each pair measured back to back, order alternating."""
-    for _ in range(max(3, iters // 5)):
-        a()
-        b()
-    ratios, ta, tb = [], [], []
-    for r in range(repeats):
-        times = {}
-        for name, fn in ((("a", a), ("b", b)) if r % 2 == 0 else (("b", b), ("a", a))):
-            start = time.perf_counter()
-            for _ in range(iters):
-                fn()
-            times[name] = (time.perf_counter() - start) / iters
-        ratios.append(times["a"] / times["b"])
-        ta.append(times["a"])
-        tb.append(times["b"])
-    return {"ratio": statistics.median(ratios), "graphdnn_s": statistics.median(ta), "eager_s": statistics.median(tb)}
+    ratio, ta, tb = paired_median(a, b, repeats, iters, warmup=max(3, iters // 5))
+    return {"ratio": ratio, "graphdnn_s": ta, "eager_s": tb}
 
 
 def train_step(model: tnn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:

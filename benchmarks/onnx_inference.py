@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as tnn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _util import paired_median  # noqa: E402
 
 import graphdnn as gd  # noqa: E402
 from graphdnn import layers, nn  # noqa: E402
@@ -112,25 +114,6 @@ def _interleaved(fns: dict[str, Any], repeats: int, inner: int) -> dict[str, flo
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _paired_ratio(a: Any, b: Any, repeats: int, inner: int) -> tuple[float, float, float]:
-    """Median over rounds of time(a) / time(b), the two timed back to back in alternating order."""
-    for _ in range(3):
-        a()
-        b()
-    ratios, ta, tb = [], [], []
-    for r in range(repeats):
-        times = {}
-        for name, fn in ((("a", a), ("b", b)) if r % 2 == 0 else (("b", b), ("a", a))):
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name] = (time.perf_counter() - start) / inner
-        ratios.append(times["a"] / times["b"])
-        ta.append(times["a"])
-        tb.append(times["b"])
-    return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
-
-
 def run(repeats: int = 30) -> dict[str, Any]:
     results: dict[str, Any] = {"torch": torch.__version__, "onnxruntime": ort.__version__,
                                "threads": torch.get_num_threads(), "points": []}
@@ -163,7 +146,7 @@ def run(repeats: int = 30) -> dict[str, Any]:
                 ours_run = partial(s_ours.run, None, {"X": x})
                 base_run = partial(s_base.run, None, {"X": x})
                 # the two ONNX sessions alone, back to back: torch's idle threads must not sit between them
-                ratio, t_ours, t_base = _paired_ratio(ours_run, base_run, repeats, inner)
+                ratio, t_ours, t_base = paired_median(ours_run, base_run, repeats, inner)
                 t_eager = _interleaved({"ort_graphdnn": ours_run, "torch_eager": eager}, repeats, inner)
                 point = {"model": kind, "batch": batch, "ort_graphdnn": round(t_ours * 1e6, 2),
                          "ort_torch_export": round(t_base * 1e6, 2),

@@ -36,7 +36,6 @@ Batch norm: torch's ``momentum`` is ``1 - m`` of TF/Keras/ONNX's ``m`` and its d
 from __future__ import annotations
 
 import os
-import re
 import tokenize
 import zipfile
 import zlib
@@ -50,6 +49,7 @@ import torch
 from graphdnn.dtypes import torch_dtype
 from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph
+from graphdnn.restore import renamer
 
 __all__ = ["LayoutConverter", "NamedTensors", "load_weights", "read_named_tensors", "torch_to_tf_name"]
 
@@ -389,24 +389,6 @@ def torch_to_tf_name(key: str, targets: Iterable[str] = ()) -> str:
     return prefix + _TORCH_BN.get(leaf, leaf)
 
 
-def _rules(rename: Any) -> Callable[[str], str]:
-    if rename is None:
-        return lambda n: n
-    if isinstance(rename, Mapping):
-        return lambda n: rename.get(n, n)
-    if callable(rename):
-        return rename
-    compiled = [(re.compile(p), r) for p, r in rename]
-
-    def apply(n: str) -> str:
-        for rx, repl in compiled:
-            if rx.search(n):
-                return rx.sub(repl, n)
-        return n
-
-    return apply
-
-
 def load_weights(target: Any, source: Any, *, rename: Any = None, include: Any = None, exclude: Any = None,
                  strict: bool = True, skip_mismatched: bool = False, framework: str | None = None,
                  convert_layouts: bool = True, adopt_batch_norm: bool = True) -> Any:
@@ -422,7 +404,7 @@ def load_weights(target: Any, source: Any, *, rename: Any = None, include: Any =
     graph = target if isinstance(target, Graph) else getattr(target, "source_graph", None)
     if not isinstance(graph, Graph):
         raise GraphError(f"cannot load weights into a {type(target).__name__}: pass a Graph or a compiled module")
-    user = _rules(rename)
+    user = renamer(rename)
     names = [op.name for op in graph.variables()]
     if framework == "torch":
         def to_target(n: str) -> str:

@@ -215,7 +215,9 @@ def _selector(include: Filter, exclude: Filter) -> Callable[[str], bool]:
     return lambda n: (inc is None or inc(n)) and not (exc is not None and exc(n))
 
 
-def _renamer(rename: Rename) -> Callable[[str], str]:
+def renamer(rename: Rename) -> Callable[[str], str]:
+    """A name -> name function from rename rules: None, a mapping, a function, or ``[(pattern,
+    replacement), ...]`` where the first pattern found in a name rewrites it with ``re.sub``."""
     if rename is None:
         return lambda n: n
     if callable(rename) and not isinstance(rename, Mapping):
@@ -245,7 +247,7 @@ def match_names(
     """Match source names (renamed) to target names; no data is read. ``report.pairs`` maps each
     matched or shape-mismatched target name to its source name. Shapes may be None (unknown)."""
     selected = _selector(include, exclude)
-    to_target = _renamer(rename)
+    to_target = renamer(rename)
     report = RestoreReport(source=label)
     if include is not None and not isinstance(include, (str, re.Pattern)):
         unknown = sorted(set(include) - set(target))

@@ -21,6 +21,7 @@ import torch
 from graphdnn.commands._model import Model, open_model, parse_rename
 from graphdnn.errors import GraphDNNError
 from graphdnn.graph import Graph
+from graphdnn.restore import renamer
 
 __all__ = ["register", "run"]
 
@@ -43,18 +44,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _renamer(rules: list[tuple[str, str]]) -> Any:
-    compiled = [(re.compile(p), r) for p, r in rules]
-
-    def apply(name: str) -> str:
-        for rx, repl in compiled:
-            if rx.search(name):
-                return rx.sub(repl, name)
-        return name
-
-    return apply
-
-
 def _selected(names: list[str], include: str | None, exclude: str | None) -> list[str]:
     inc = re.compile(include) if include else None
     exc = re.compile(exclude) if exclude else None
@@ -66,7 +55,7 @@ def _into_graph(args: argparse.Namespace, src: Model, rules: list[tuple[str, str
 
     graph = open_model(args.graph, need_graph=True).graph
     source = src.graph.values if src.graph is not None else src.tensors
-    report = load_weights(graph, source, rename=_renamer(rules) if rules else None, include=args.include,
+    report = load_weights(graph, source, rename=renamer(rules) if rules else None, include=args.include,
                           exclude=args.exclude, strict=False)
     print(f"loaded {len(report.matched)} variables from {src.path} into {args.graph}; "
           f"{len(report.missing)} missing, {len(report.unexpected)} unused")
@@ -92,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     elif src.graph is not None:
         graph = src.graph
         if rules:
-            rename = _renamer(rules)
+            rename = renamer(rules)
             mapping = {op.name: rename(op.name) for op in graph.operations() if rename(op.name) != op.name}
             graph.rename_ops(mapping)
         names = [op.name for op in graph.variables()]
@@ -107,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if kind == ".onnx":
             raise GraphDNNError(f"{args.src}: {src.format} weights have no graph to export to ONNX; pass --graph MODEL "
                                 "(a model whose variables they fill)")
-        rename = _renamer(rules)
+        rename = renamer(rules)
         everything = src.named_tensors()
         renamed = {rename(n): v for n, v in everything.items()}
         if len(renamed) < len(everything):
