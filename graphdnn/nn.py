@@ -123,21 +123,15 @@ def sparse_softmax_cross_entropy_with_logits(labels: Tensor, logits: Tensor, nam
 
 
 def in_top_k(predictions: Tensor, targets: Tensor, k: int = 1, name: str | None = None) -> Tensor:
-    """Whether each target is the top prediction (``k == 1``; TF's ``in_top_k``)."""
+    """Whether each target is the top prediction (``k == 1``; TF's ``in_top_k``): an ``ArgMax``
+    followed by an ``Equal`` named ``name`` (default ``InTopK``, uniquified)."""
     if k != 1:
         from graphdnn.errors import GraphError
 
         raise GraphError("in_top_k supports k=1; for k > 1 compare against TopK indices")
-    graph = predictions.graph
-    with graph.name_scope(graph._uniquify(_scoped(graph, "in_top_k"), graph.nx.__contains__,
-                                          graph._op_counters).rsplit("/", 1)[-1]):
-        best = argmax(predictions, axis=-1)
-        return equal(best, targets if targets.dtype == "int64" else cast(targets, "int64"), name="InTopK")
-
-
-def _scoped(graph: Graph, name: str) -> str:
-    scope = graph.current_scope()
-    return f"{scope}/{name}" if scope else name
+    best = argmax(predictions, axis=-1)
+    labels = targets if targets.dtype == "int64" else cast(targets, "int64")
+    return _op("Equal", [best, labels], name=name, default="InTopK")
 
 
 def placeholder(name: str, shape: tuple[int | None, ...] | None, dtype: str = "float32",
