@@ -262,6 +262,9 @@ class _Builder:
         with torch.no_grad():
             result = opdef.lower(*args, **kwargs)
         results = result if isinstance(result, tuple) else (result,)
+        if not all(isinstance(r, torch.Tensor) for r in results):  # a sequence (list) stays a run-time value
+            self._call(op)
+            return
         for i, value in enumerate(results[: len(op.outputs)]):
             key = f"_const_{len(self.consts)}"
             self.consts[key] = value

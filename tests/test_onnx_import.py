@@ -335,3 +335,37 @@ def test_invalid_utf8_names_are_a_clean_error(tmp_path):
     path.write_bytes(data.replace(b"relu_name", b"relu_nam\xff"))
     with pytest.raises(FileFormatError, match="not UTF-8 text"):
         load_onnx(path)
+
+
+def test_sequence_ops_inside_a_model_match_onnxruntime():
+    nodes = [
+        helper.make_node("SplitToSequence", ["X"], ["parts"], axis=1, keepdims=1),
+        helper.make_node("SequenceLength", ["parts"], ["n"]),
+        helper.make_node("SequenceConstruct", ["X", "X"], ["pair"]),
+        helper.make_node("SequenceInsert", ["pair", "Y", "pos"], ["three"]),
+        helper.make_node("SequenceErase", ["three", "pos"], ["two"]),
+        helper.make_node("SequenceAt", ["three", "pos"], ["picked"]),
+        helper.make_node("ConcatFromSequence", ["two"], ["cat"], axis=0),
+        helper.make_node("ConcatFromSequence", ["parts"], ["stacked"], axis=0, new_axis=1),
+        helper.make_node("SequenceEmpty", [], ["empty"], dtype=TensorProto.FLOAT),
+        helper.make_node("SequenceInsert", ["empty", "Y"], ["single"]),
+        helper.make_node("SequenceAt", ["single", "zero"], ["only"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "seq",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("pos", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT if n != "n" else TensorProto.INT64, None)
+         for n in ("n", "picked", "cat", "stacked", "only")],
+        [helper.make_tensor("zero", TensorProto.INT64, [], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    rng = np.random.default_rng(0)
+    feeds = {"X": rng.standard_normal((2, 3)).astype(np.float32), "Y": rng.standard_normal((2, 3)).astype(np.float32),
+             "pos": np.array(1, dtype=np.int64)}
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    g = load_onnx(model)
+    module = gd.compile(g, inputs=["X", "Y", "pos"], outputs=["n", "picked", "cat", "stacked", "only"])
+    got = module(*(torch.from_numpy(feeds[k]) for k in ("X", "Y", "pos")))
+    for e, t in zip(expected, got):
+        np.testing.assert_allclose(t.numpy(), e, rtol=1e-6)

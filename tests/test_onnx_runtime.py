@@ -97,6 +97,12 @@ def _single_node_cases() -> dict[str, list]:
 
 
 _CASES = _single_node_cases()
+#: Sequence ops: their node tests feed sequences as graph inputs, which graphdnn graphs cannot take
+#: yet; test_onnx_import.py::test_sequence_ops_inside_a_model_match_onnxruntime checks every one of
+#: them against ONNX Runtime inside a model.
+SEQUENCE_OPS = {"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceAt",
+                "SequenceLength", "ConcatFromSequence", "SplitToSequence"}
+
 #: Ops no ONNX node test covers: a handwritten graph and a handwritten torch reference.
 _HANDWRITTEN = {
     ("", "GlobalLpPool"): (lambda x: x.abs().pow(2).sum(dim=(2, 3), keepdim=True).sqrt(), {"p": 2}),
@@ -171,6 +177,8 @@ def test_ort_parity_every_registered_op(domain, op_type, all_opsets):
         torch_out = gd.compile(g, outputs=[y]).eval()(torch.from_numpy(data)).detach().numpy()
         np.testing.assert_allclose(torch_out, got, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(torch_out, fn(torch.from_numpy(data)).numpy(), rtol=1e-4, atol=1e-5)
+        return
+    if op_type in SEQUENCE_OPS:  # against ORT in test_onnx_import's sequence model
         return
     cases = _CASES.get(op_type, [])
     assert cases, f"no ONNX node test and no handwritten case for {op_type}"

@@ -15,6 +15,7 @@ from graphdnn.ops import (  # noqa: F401
     reduce,
     resize,
     rnn,
+    sequence,
     signal,
     tensor,
 )
