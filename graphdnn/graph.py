@@ -33,7 +33,7 @@ REGULARIZATION_LOSSES = "regularization_losses"
 UPDATE_OPS = "update_ops"
 
 
-@dataclass
+@dataclass(slots=True)
 class ValueInfo:
     """Shape (None for an unknown rank, None entries for unknown dims) and dtype name of a value."""
 
@@ -41,7 +41,7 @@ class ValueInfo:
     dtype: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One named operation. ``inputs`` are tensor names (``"op:i"``), ``None`` for an omitted input."""
 
