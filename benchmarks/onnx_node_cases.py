@@ -138,8 +138,8 @@ def to_torch(value: Any) -> Any:
         width = {1: np.uint8, 2: np.uint16}[value.dtype.itemsize]
         raw = torch.from_numpy(np.array(value, order="C", copy=True).view(width))
         return raw.view(special[name])
-    if value.dtype == object:
-        raise NotImplementedError("string tensors are not supported")
+    if value.dtype == object or value.dtype.kind in "US":  # strings stay numpy arrays of str
+        return np.array(value, dtype=object)
     if value.dtype.itemsize == 1 and name not in ("uint8", "int8", "bool"):
         raise NotImplementedError(f"element type {name} is not supported")
     return torch.from_numpy(np.array(value, order="C", copy=True))

@@ -25,9 +25,13 @@ _TABLE: list[tuple[str, torch.dtype, int]] = [
     ("complex128", torch.complex128, 15),
     ("bfloat16", torch.bfloat16, 16),
 ]
+#: Strings have no torch dtype: string tensors are numpy object arrays of ``str`` in compiled code.
+STRING = "string"
 _BY_NAME = {name: (t, o) for name, t, o in _TABLE}
+_BY_NAME[STRING] = (None, 8)  # type: ignore[assignment]
 _BY_TORCH = {t: name for name, t, _ in _TABLE}
 _BY_ONNX = {o: name for name, _, o in _TABLE}
+_BY_ONNX[8] = STRING
 _ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32"}
 
 
@@ -51,7 +55,10 @@ def dtype_name(dtype: str | torch.dtype | np.dtype | type) -> str:
 
 def torch_dtype(dtype: str | torch.dtype | np.dtype) -> torch.dtype:
     """The torch dtype for a dtype name (or any accepted dtype spelling)."""
-    return _BY_NAME[dtype_name(dtype)][0]
+    name = dtype_name(dtype)
+    if name == STRING:
+        raise GraphError("string tensors have no torch dtype; they are numpy arrays of str")
+    return _BY_NAME[name][0]
 
 
 def onnx_code(dtype: str | torch.dtype | np.dtype) -> int:
@@ -63,7 +70,7 @@ def onnx_to_torch_dtype(code: int) -> torch.dtype:
     """The torch dtype of an ONNX ``TensorProto.DataType`` code."""
     if code not in _BY_ONNX:
         raise GraphError(f"unsupported ONNX tensor data type {code}")
-    return _BY_NAME[_BY_ONNX[code]][0]
+    return torch_dtype(_BY_ONNX[code])
 
 
 def onnx_to_name(code: int) -> str:

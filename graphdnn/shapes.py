@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from graphdnn.dtypes import dtype_name, torch_dtype
+from graphdnn.dtypes import STRING, dtype_name, torch_dtype
 from graphdnn.errors import GraphError
 from graphdnn.names import split_tensor_name
 
@@ -88,7 +88,7 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
             args.append(value.tolist())
             continue
         info = _info(graph, ref)
-        if info.shape is None or info.dtype is None:
+        if info.shape is None or info.dtype is None or info.dtype == STRING:
             return unknown
         shape = [_SENTINEL if d is None else d for d in info.shape]
         args.append(torch.empty(shape, dtype=torch_dtype(info.dtype), device="meta"))

@@ -260,3 +260,14 @@ def test_max_norm_constraint_applied_by_the_compiled_module():
     np.testing.assert_allclose(after, expected, rtol=1e-6)
     assert (norms <= 1.0).any() and (norms > 1.0).any()
     np.testing.assert_array_equal(after[(norms <= 1.0)[:, 0]], before[(norms <= 1.0)[:, 0]])
+
+
+def test_string_placeholders_have_no_torch_dtype():
+    g = gd.Graph()
+    words = g.placeholder("words", (None,), "string")
+    assert words.dtype == "string"
+    from graphdnn.dtypes import onnx_code, torch_dtype
+
+    assert onnx_code("string") == 8  # TensorProto.STRING
+    with pytest.raises(gd.GraphError, match="no torch dtype"):
+        torch_dtype("string")

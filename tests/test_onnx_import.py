@@ -195,7 +195,7 @@ def test_unsupported_ops_are_listed_in_one_error_before_any_work():
     nodes = [helper.make_node("Relu", ["x"], ["a"], "fine"),
              helper.make_node("FancyOp", ["a"], ["b"], "fancy1", domain="com.example"),
              helper.make_node("FancyOp", ["b"], ["c"], "fancy2", domain="com.example"),
-             helper.make_node("StringNormalizer", ["c"], ["d"], "strnorm")]
+             helper.make_node("TfIdfVectorizer", ["c"], ["d"], "tfidf")]
     graph = helper.make_graph(nodes, "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
@@ -203,7 +203,7 @@ def test_unsupported_ops_are_listed_in_one_error_before_any_work():
     with pytest.raises(UnknownOpError) as err:
         load_onnx(model)
     msg = str(err.value)
-    assert "com.example::FancyOp: 'fancy1', 'fancy2'" in msg and "StringNormalizer: 'strnorm'" in msg
+    assert "com.example::FancyOp: 'fancy1', 'fancy2'" in msg and "TfIdfVectorizer: 'tfidf'" in msg
     assert "3 node(s)" in msg
 
 

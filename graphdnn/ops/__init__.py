@@ -17,6 +17,7 @@ from graphdnn.ops import (  # noqa: F401
     rnn,
     sequence,
     signal,
+    strings,
     tensor,
 )
 from graphdnn.ops.registry import (
