@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import multiprocessing as mp
 import os
-import queue
 import re
-import signal
 import sys
 import time
 import traceback
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks._isolated import run_isolated  # noqa: E402
 from benchmarks.onnx_node_cases import compare_outputs, iter_node_cases, to_torch  # noqa: E402
 
 DATA_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data"
@@ -190,88 +188,28 @@ def run_case(case: Case) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------------
 # Isolation: forked workers, per-case alarm, crash recovery
 # ------------------------------------------------------------------------------------------------
-class _CaseTimeout(Exception):
-    pass
+def _worker_setup(max_opset: int | None) -> Callable[[], None]:
+    def setup() -> None:
+        torch.set_num_threads(1)
+        warnings.simplefilter("ignore")
+        if max_opset is not None:
+            from graphdnn.ops import registry
 
+            registry.MAX_ONNX_OPSET = max_opset
 
-def _alarm(signum: int, frame: Any) -> None:  # noqa: ARG001
-    raise _CaseTimeout()
-
-
-def _worker(cases: list[Case], indices: list[int], timeout: float, out: Any, max_opset: int | None) -> None:
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    if max_opset is not None:
-        from graphdnn.ops import registry
-
-        registry.MAX_ONNX_OPSET = max_opset
-    signal.signal(signal.SIGALRM, _alarm)
-    for idx in indices:
-        start = time.perf_counter()
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            status, msg = run_case(cases[idx])
-        except _CaseTimeout:
-            status, msg = "timeout", f"took more than {timeout:g} s"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        out.put((idx, status, msg, time.perf_counter() - start))
+    return setup
 
 
 def run_cases(cases: list[Case], jobs: int = 1, timeout: float = 60.0,
               max_opset: int | None = None) -> list[dict[str, Any]]:
     """Run every case isolated in forked workers; one result dict per case, in input order."""
-    results: dict[int, tuple[str, str, float]] = {}
-    ctx = mp.get_context("fork")
-    out = ctx.Queue()
-    jobs = max(1, min(jobs, len(cases)))
-    # Slow cases (light models) first, spread over the workers.
-    order = sorted(range(len(cases)), key=lambda i: cases[i].suite != "light")
-    workers: list[tuple[Any, list[int]]] = []
-    for w in range(jobs):
-        chunk = order[w::jobs]
-        if chunk:
-            p = ctx.Process(target=_worker, args=(cases, chunk, timeout, out, max_opset), daemon=True)
-            p.start()
-            workers.append((p, chunk))
-
-    def drain(block: bool) -> None:
-        try:
-            while True:
-                idx, status, msg, secs = out.get(timeout=1.0) if block else out.get_nowait()
-                results[idx] = (status, msg, secs)
-                block = False
-        except queue.Empty:
-            pass
-
-    while len(results) < len(cases):
-        drain(block=True)
-        alive = []
-        for p, chunk in workers:
-            if p.is_alive():
-                alive.append((p, chunk))
-                continue
-            time.sleep(0.2)
-            drain(block=False)
-            left = [i for i in chunk if i not in results]
-            if not left:
-                continue
-            results[left[0]] = ("crash", f"worker died (exit code {p.exitcode})", 0.0)
-            if left[1:]:
-                q = ctx.Process(target=_worker, args=(cases, left[1:], timeout, out, max_opset), daemon=True)
-                q.start()
-                alive.append((q, left[1:]))
-        workers = alive
-        if not workers and len(results) < len(cases):
-            drain(block=False)
-            for i in range(len(cases)):
-                results.setdefault(i, ("crash", "no worker left", 0.0))
-    for p, _ in workers:
-        p.join(timeout=1.0)
+    order = sorted(range(len(cases)), key=lambda i: cases[i].suite != "light")  # slow light models first
+    results = run_isolated(len(cases), lambda i: run_case(cases[i]), jobs=jobs, timeout=timeout, order=order,
+                           setup=_worker_setup(max_opset))
     return [
-        {"suite": c.suite, "name": c.name, "op_type": c.op_type, "status": results[i][0],
-         "message": results[i][1], "seconds": round(results[i][2], 3)}
-        for i, c in enumerate(cases)
+        {"suite": c.suite, "name": c.name, "op_type": c.op_type, "status": status,
+         "message": message, "seconds": round(seconds, 3)}
+        for c, (status, message, seconds) in zip(cases, results)
     ]
 
 

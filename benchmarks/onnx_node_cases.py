@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import queue
 import re
-import signal
 import sys
 import time
 import traceback
@@ -38,6 +35,7 @@ import onnx  # noqa: E402
 import torch  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
+from benchmarks._isolated import run_isolated  # noqa: E402
 from converters.onnx_attrs import node_attributes  # noqa: E402
 from graphdnn.ops.registry import lookup  # noqa: E402
 
@@ -265,81 +263,13 @@ def run_case(case: NodeCase) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------
 # Isolation: forked workers, per-case alarm, crash recovery
 # ---------------------------------------------------------------------------------------------
-class _CaseTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):  # noqa: ARG001
-    raise _CaseTimeout()
-
-
-def _worker(cases: list[NodeCase], indices: list[int], timeout: float, out: Any) -> None:
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGALRM, _alarm)
-    for idx in indices:
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            status, msg = run_case(cases[idx])
-        except _CaseTimeout:
-            status, msg = "timeout", f"took more than {timeout:g} s"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        out.put((idx, status, msg))
-
-
 def run_cases(cases: list[NodeCase], jobs: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Run every case isolated; returns one result dict per case (in input order)."""
-    results: dict[int, tuple[str, str]] = {}
-    if jobs <= 1 and not hasattr(os, "fork"):
-        for i, case in enumerate(cases):
-            results[i] = run_case(case)
-    else:
-        ctx = mp.get_context("fork")
-        out = ctx.Queue()
-        pending = [list(range(i, len(cases), max(jobs, 1))) for i in range(max(jobs, 1))]
-        workers: list[tuple[Any, list[int]]] = []
-        for chunk in pending:
-            if chunk:
-                p = ctx.Process(target=_worker, args=(cases, chunk, timeout, out), daemon=True)
-                p.start()
-                workers.append((p, chunk))
-        while len(results) < len(cases):
-            try:
-                idx, status, msg = out.get(timeout=1.0)
-                results[idx] = (status, msg)
-                continue
-            except queue.Empty:
-                pass
-            restarted = []
-            for p, chunk in workers:
-                if p.is_alive():
-                    restarted.append((p, chunk))
-                    continue
-                left = [i for i in chunk if i not in results]
-                if not left:
-                    continue
-                time.sleep(0.2)  # drain results the dead worker queued before dying
-                try:
-                    while True:
-                        idx, status, msg = out.get_nowait()
-                        results[idx] = (status, msg)
-                except queue.Empty:
-                    pass
-                left = [i for i in chunk if i not in results]
-                if not left:
-                    continue
-                results[left[0]] = ("crash", f"worker died (exit code {p.exitcode})")
-                rest = left[1:]
-                if rest:
-                    q = ctx.Process(target=_worker, args=(cases, rest, timeout, out), daemon=True)
-                    q.start()
-                    restarted.append((q, rest))
-            workers = restarted
-        for p, _ in workers:
-            p.join(timeout=1.0)
+    results = run_isolated(len(cases), lambda i: run_case(cases[i]), jobs=jobs, timeout=timeout,
+                           setup=lambda: torch.set_num_threads(1))
     return [
-        {"name": c.name, "op_type": c.op_type, "status": results[i][0], "message": results[i][1]}
-        for i, c in enumerate(cases)
+        {"name": c.name, "op_type": c.op_type, "status": status, "message": message}
+        for c, (status, message, _seconds) in zip(cases, results)
     ]
 
 

@@ -1,0 +1,93 @@
+"""Run test cases isolated in forked workers: a per-case time limit (SIGALRM), and a worker that
+crashes is replaced, its case reported as ``crash``, so one bad case never stops a run."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+RunOne = Callable[[int], tuple[str, str]]
+
+
+class _CaseTimeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:  # noqa: ARG001
+    raise _CaseTimeout()
+
+
+def _worker(run_one: RunOne, indices: list[int], timeout: float, out: Any, setup: Callable[[], None] | None) -> None:
+    if setup is not None:
+        setup()
+    signal.signal(signal.SIGALRM, _alarm)
+    for idx in indices:
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            status, msg = run_one(idx)
+        except _CaseTimeout:
+            status, msg = "timeout", f"took more than {timeout:g} s"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        out.put((idx, status, msg, time.perf_counter() - start))
+
+
+def run_isolated(count: int, run_one: RunOne, *, jobs: int = 1, timeout: float = 60.0,
+                 order: Sequence[int] | None = None,
+                 setup: Callable[[], None] | None = None) -> list[tuple[str, str, float]]:
+    """``(status, message, seconds)`` of ``run_one(i)`` for ``i`` in ``range(count)``, in order.
+    ``order`` is the order cases are handed out (round robin over ``jobs`` workers); ``setup`` runs
+    once in each worker."""
+    results: dict[int, tuple[str, str, float]] = {}
+    ctx = mp.get_context("fork")
+    # A SimpleQueue writes each result to the pipe before ``put`` returns, so a worker that dies on
+    # the next case has not lost the results it reported (a Queue's feeder thread would have).
+    out = ctx.SimpleQueue()
+    jobs = max(1, min(jobs, count)) if count else 1
+    handed = list(order) if order is not None else list(range(count))
+
+    def start(chunk: list[int]) -> Any:
+        p = ctx.Process(target=_worker, args=(run_one, chunk, timeout, out, setup), daemon=True)
+        p.start()
+        return p
+
+    workers = [(start(chunk), chunk) for chunk in (handed[w::jobs] for w in range(jobs)) if chunk]
+
+    def drain(block: bool) -> None:
+        deadline = time.monotonic() + (1.0 if block else 0.0)
+        while True:
+            if not out.empty():
+                idx, status, msg, secs = out.get()
+                results[idx] = (status, msg, secs)
+                deadline = 0.0
+            elif time.monotonic() >= deadline:
+                return
+            else:
+                time.sleep(0.005)
+
+    while len(results) < count:
+        drain(block=True)
+        alive = []
+        for p, chunk in workers:
+            if p.is_alive():
+                alive.append((p, chunk))
+                continue
+            drain(block=False)
+            left = [i for i in chunk if i not in results]
+            if not left:
+                continue
+            results[left[0]] = ("crash", f"worker died (exit code {p.exitcode})", 0.0)
+            if left[1:]:
+                alive.append((start(left[1:]), left[1:]))
+        workers = alive
+        if not workers and len(results) < count:
+            drain(block=False)
+            for i in range(count):
+                results.setdefault(i, ("crash", "no worker left", 0.0))
+    for p, _ in workers:
+        p.join(timeout=1.0)
+    return [results[i] for i in range(count)]
