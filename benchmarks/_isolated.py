@@ -6,7 +6,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 RunOne = Callable[[int], tuple[str, str]]
@@ -34,6 +36,14 @@ def _worker(run_one: RunOne, indices: list[int], timeout: float, out: Any, setup
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         out.put((idx, status, msg, time.perf_counter() - start))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: first line of the message at file:line`` (where it was raised) for a case report."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {msg[:300]}{where}"
 
 
 def run_isolated(count: int, run_one: RunOne, *, jobs: int = 1, timeout: float = 60.0,

@@ -171,15 +171,13 @@ def _uvarint(n: int) -> bytes:
 
 
 def _read_uvarint(buf: bytes, pos: int) -> tuple[int, int] | None:
-    result, shift = 0, 0
-    while pos < len(buf) and shift < 70:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-    return None
+    """``(value, next position)``, or None where ``buf`` holds no complete varint at ``pos``."""
+    from converters.tf_proto import read_varint
+
+    try:
+        return read_varint(buf, pos, len(buf))
+    except ValueError:
+        return None
 
 
 def _int_bytes(rng: random.Random) -> bytes:

@@ -25,7 +25,6 @@ import os
 import re
 import sys
 import time
-import traceback
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._isolated import run_isolated  # noqa: E402
+from benchmarks._isolated import describe_exception, run_isolated  # noqa: E402
 from benchmarks.onnx_node_cases import compare_outputs, iter_node_cases, to_torch  # noqa: E402
 
 DATA_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data"
@@ -179,10 +178,7 @@ def run_case(case: Case) -> tuple[str, str]:
                 return "fail", reason
         return "pass", ""
     except Exception as exc:  # isolate: one bad case never stops the run
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        return "error", f"{stage}: {type(exc).__name__}: {msg[:300]}{where}"
+        return "error", f"{stage}: {describe_exception(exc)}"
 
 
 # ------------------------------------------------------------------------------------------------

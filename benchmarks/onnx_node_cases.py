@@ -19,7 +19,6 @@ import os
 import re
 import sys
 import time
-import traceback
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -35,7 +34,7 @@ import onnx  # noqa: E402
 import torch  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
-from benchmarks._isolated import run_isolated  # noqa: E402
+from benchmarks._isolated import describe_exception, run_isolated  # noqa: E402
 from converters.onnx_attrs import node_attributes  # noqa: E402
 from graphdnn.ops.registry import lookup  # noqa: E402
 
@@ -254,10 +253,7 @@ def run_case(case: NodeCase) -> tuple[str, str]:
                 return "fail", reason
         return "pass", ""
     except Exception as exc:  # isolate: one bad case never stops the run
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        return "error", f"{type(exc).__name__}: {msg[:300]}{where}"
+        return "error", describe_exception(exc)
 
 
 # ---------------------------------------------------------------------------------------------

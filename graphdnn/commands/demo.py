@@ -21,6 +21,7 @@ import torch
 import graphdnn as gd
 from graphdnn import initializers as init
 from graphdnn import layers, nn
+from graphdnn.commands._args import positive_int
 from graphdnn.data import load_digits
 from graphdnn.errors import GraphDNNError
 from graphdnn.recipes import default_dnn
@@ -33,20 +34,13 @@ HIDDEN = (100, 100, 100, 100, 100)
 STEPS = 6
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add the ``demo`` subcommand."""
     parser = subparsers.add_parser("demo", help="chapter 11's walkthrough on the bundled digits (about 30 s)",
                                    description=__doc__.split("\n\n")[1])
     parser.add_argument("--out-dir", type=Path, default=Path("graphdnn-demo"),
                         help="where the checkpoint, ONNX model and learning curves go (default: ./graphdnn-demo)")
-    parser.add_argument("--epochs", type=_positive, default=40, help="max epochs per training (default: 40)")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="max epochs per training (default: 40)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument("--augment", action="store_true",
                         help="augment the training digits with random 1-pixel shifts (slower to converge)")

@@ -11,16 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from graphdnn.commands._args import positive_int
 from graphdnn.commands._model import open_model
 
 __all__ = ["register", "run"]
-
-
-def _depth(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +23,8 @@ def register(subparsers: Any) -> None:
                                    description=__doc__.split("\n\n")[1])
     parser.add_argument("file", metavar="FILE", help="a model file with a graph (.safetensors, .onnx, TF, Keras)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the picture to write: .svg or .png")
-    parser.add_argument("--depth", type=_depth, default=None, help="collapse scopes to N levels (default: every op)")
+    parser.add_argument("--depth", type=positive_int, default=None,
+                        help="collapse scopes to N levels (default: every op)")
     parser.set_defaults(func=run)
 
 
