@@ -59,7 +59,6 @@ TrainablePolicy = str | Callable[[str, torch.Tensor], bool]
 #: Constant nodes with more elements than this become non-trainable variables instead of literals.
 CONSTANT_LIMIT = 4096
 _BN_STATE_INPUTS = (3, 4)  # BatchNormalization's mean and var
-_TENSOR_RE = re.compile(r"^(.*):(\d+)$")
 
 
 def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, trainable: TrainablePolicy = "float",
@@ -255,11 +254,8 @@ class _Importer:
     # -- names ------------------------------------------------------------------------------
     def _free(self, wanted: str) -> str:
         """``wanted`` when it is a valid, unused op name, else the first free ``<base>_<k>``."""
-        base = wanted
-        m = _TENSOR_RE.match(base)
-        if m:
-            base = m.group(1) or "value"
-        base = base or "value"
+        op_part, _ = split_tensor_name(wanted)
+        base = (op_part or "value") if op_part != wanted else (wanted or "value")
         if base not in self.g.nx:
             return base
         k = 1

@@ -369,3 +369,13 @@ def test_sequence_ops_inside_a_model_match_onnxruntime():
     got = module(*(torch.from_numpy(feeds[k]) for k in ("X", "Y", "pos")))
     for e, t in zip(expected, got):
         np.testing.assert_allclose(t.numpy(), e, rtol=1e-6)
+
+
+def test_value_names_with_newlines_follow_the_graphs_tensor_name_rule():
+    graph = helper.make_graph([helper.make_node("Relu", ["a\n:0"], ["y"], name="r")], "g",
+                              [helper.make_tensor_value_info("a\n:0", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    g = load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert g.get_tensor("a\n:0").name == "a\n:0"  # the ONNX value name resolves to the placeholder
+    x = torch.tensor([-1.0, 2.0])
+    torch.testing.assert_close(gd.compile(g)(x), torch.relu(x))
