@@ -124,6 +124,10 @@ def _load_pb(path: str, type_proto: onnx.TypeProto | None) -> Any:
         seq = onnx.SequenceProto()
         seq.ParseFromString(data)
         return onnx.numpy_helper.to_list(seq)
+    if kind == "optional_type":
+        opt = onnx.OptionalProto()
+        opt.ParseFromString(data)
+        return onnx.numpy_helper.to_optional(opt)
     raise NotImplementedError(f"test data of kind {kind} is not supported")
 
 

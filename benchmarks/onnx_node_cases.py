@@ -125,7 +125,10 @@ def as_numpy(value: Any) -> Any:
 
 
 def to_torch(value: Any) -> Any:
-    """A numpy array (ml_dtypes bfloat16/float8 included) as a torch tensor."""
+    """A numpy array (ml_dtypes bfloat16/float8 included) as a torch tensor; a sequence (list) as a
+    list of them; None (an empty optional) as None."""
+    if isinstance(value, list):
+        return [to_torch(v) for v in value]
     value = as_numpy(value)
     if value is None or not isinstance(value, np.ndarray):
         return value
@@ -167,30 +170,52 @@ def compare_outputs(
     if len(expected) != len(actual):
         return f"expected {len(expected)} outputs, got {len(actual)}"
     for i, (ref, out) in enumerate(zip(expected, actual)):
-        ref = as_numpy(ref)
-        out = to_numpy(out)
-        if isinstance(ref, (list, tuple)):
-            return f"output {i}: sequence outputs are not supported"
-        if tuple(out.shape) != tuple(ref.shape):
-            return f"output {i}: shape {tuple(out.shape)} != expected {tuple(ref.shape)}"
-        if ref.dtype == object:
-            if not np.array_equal(out, ref):
-                return f"output {i}: string values differ"
-            continue
-        if out.dtype != ref.dtype:
-            return f"output {i}: dtype {out.dtype} != expected {ref.dtype}"
-        out_rtol = rtol
-        if ref.dtype.kind not in "biufc":  # bfloat16 / float8 from ml_dtypes
-            if ref.dtype.name == "bfloat16":
-                out_rtol = max(rtol, 2**-6)
-            out = out.astype(np.float32)
-            ref = ref.astype(np.float32)
-        try:
-            np.testing.assert_allclose(out, ref, rtol=out_rtol, atol=atol)
-        except AssertionError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            detail = "; ".join(ln for ln in lines if ln.startswith(("Mismatched", "Max absolute")))
-            return f"output {i}: values differ ({detail or 'mismatch'})"
+        reason = compare_value(ref, out, rtol, atol, f"output {i}")
+        if reason:
+            return reason
+    return None
+
+
+def compare_value(ref: Any, out: Any, rtol: float, atol: float, where: str) -> str | None:
+    """``compare_outputs`` for one value: a tensor, a sequence (a list, compared element by element,
+    same length) or an empty optional (None, matched only by None)."""
+    if ref is None or out is None:
+        return None if ref is None and out is None else (
+            f"{where}: expected an empty optional, got a value" if ref is None else f"{where}: got None")
+    if isinstance(ref, (list, tuple)):
+        if not isinstance(out, list):
+            return f"{where}: expected a sequence of {len(ref)} tensors, got {type(out).__name__}"
+        if len(out) != len(ref):
+            return f"{where}: sequence of {len(out)} tensors != expected {len(ref)}"
+        for j, (r, o) in enumerate(zip(ref, out)):
+            reason = compare_value(r, o, rtol, atol, f"{where}[{j}]")
+            if reason:
+                return reason
+        return None
+    if isinstance(out, (list, tuple)):
+        return f"{where}: expected a tensor, got a sequence"
+    ref = as_numpy(ref)
+    out = to_numpy(out)
+    if tuple(out.shape) != tuple(ref.shape):
+        return f"{where}: shape {tuple(out.shape)} != expected {tuple(ref.shape)}"
+    if ref.dtype == object:
+        if not np.array_equal(out, ref):
+            return f"{where}: string values differ"
+        return None
+    if out.dtype != ref.dtype:
+        return f"{where}: dtype {out.dtype} != expected {ref.dtype}"
+    out_rtol = rtol
+    if ref.dtype.kind not in "biufc":  # bfloat16 / float8 from ml_dtypes
+        if ref.dtype.name == "bfloat16":
+            out_rtol = max(rtol, 2**-6)
+        out = out.astype(np.float32)
+        ref = ref.astype(np.float32)
+    try:
+        np.testing.assert_allclose(out, ref, rtol=out_rtol, atol=atol)
+    except AssertionError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = "; ".join(ln for ln in lines if ln.startswith(("Mismatched", "Max absolute")))
+        return f"{where}: values differ ({detail or 'mismatch'})"
     return None
 
 

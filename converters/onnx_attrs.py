@@ -3,8 +3,9 @@
 INT/FLOAT/STRING become ``int``/``float``/``str`` (UTF-8 decoded), the list kinds become lists of
 those, and a TENSOR becomes a JSON-safe dict ``{"dtype": "float32", "shape": [...], "data": [...]}``
 (``data`` is the flat, row-major list of values). ``tensor_attr_to_torch`` turns such a dict back
-into a torch tensor. GRAPH attributes (If/Loop/Scan bodies) and TYPE_PROTO attributes are not
-supported and raise a clear error.
+into a torch tensor. A TYPE_PROTO becomes a type string (``seq(float32)``, see
+``converters.onnx_types``). GRAPH attributes (If/Loop/Scan bodies) are not supported here and raise
+a clear error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import onnx
 import torch
 from onnx import AttributeProto, TensorProto, numpy_helper
 
-from graphdnn.errors import FileFormatError
+from converters.onnx_types import type_string
+from graphdnn.errors import FileFormatError, GraphDNNError
 from graphdnn.ops.static import tensor_from_attr
 
 __all__ = ["attribute_to_python", "node_attributes", "tensor_attr_to_torch", "tensor_to_attr_dict"]
@@ -87,6 +89,11 @@ def attribute_to_python(attr: AttributeProto, where: str = "") -> Any:
             indices = np.ravel_multi_index(tuple(indices.T), shape) if len(shape) else indices.reshape(-1)
         out[indices.reshape(-1)] = dense.reshape(-1)
         return tensor_to_attr_dict(numpy_helper.from_array(out.reshape(shape)), label)
+    if kind == AttributeProto.TYPE_PROTO:  # Optional's ``type``: a type string such as "seq(float32)"
+        try:
+            return type_string(attr.tp)
+        except GraphDNNError as exc:
+            raise FileFormatError(f"{label}: {exc}") from exc
     if kind in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
         raise FileFormatError(
             f"{label}: graph-valued attributes (If/Loop/Scan bodies) are not supported by graphdnn"

@@ -3,7 +3,8 @@
 The mapping is close to identity, because graphdnn's op vocabulary is the ONNX operator set:
 
 * a **Placeholder** ``X`` becomes the graph input ``X`` (its tensor ``X:0``); ``None`` dims become
-  symbolic dims (``batch`` for axis 0, ``<input>_<axis>`` elsewhere);
+  symbolic dims (``batch`` for axis 0, ``<input>_<axis>`` elsewhere); a sequence or optional value
+  (dtype ``seq(float32)``, ``optional(...)``) gets that ONNX type, element shape included;
 * a **Variable** ``hidden1/kernel`` becomes the initializer ``hidden1/kernel``: the ONNX value name
   of a variable is its *op* name, so tensor ``hidden1/kernel:0`` == initializer ``hidden1/kernel``;
 * every other op becomes a ``NodeProto`` named after the op (``dnn/hidden1/MatMul``) whose outputs
@@ -37,17 +38,20 @@ import onnx
 import torch
 from onnx import AttributeProto, TensorProto, helper
 
+from converters.onnx_bodies import body_attribute
 from converters.onnx_gemm import METADATA_KEY as FUSED_KEY
 from converters.onnx_gemm import gemm_node, gemm_pairs
 from converters.onnx_tensors import torch_to_proto
+from converters.onnx_types import type_proto, type_string, unsupported_type
 from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
-from graphdnn.dtypes import onnx_code
+from graphdnn.dtypes import is_container_type, onnx_code
 from graphdnn.errors import GraphError
 from graphdnn.graph import Graph, Op, Tensor
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
 from graphdnn.ops.static import tensor_from_attr
+from graphdnn.subgraphs import captures, is_graph
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "build_model", "export_onnx", "value_names"]
 
@@ -184,6 +188,8 @@ def _attribute(name: str, value: Any, kind: int | None, where: str) -> Attribute
             attr.strings.extend(v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value)
         elif kind == AttributeProto.TENSORS:
             attr.tensors.extend(_tensor_attr(v, where) for v in value)
+        elif kind == AttributeProto.TYPE_PROTO:
+            attr.tp.CopyFrom(type_proto(value))
         else:
             raise GraphError(f"{where}: attribute {name!r} of kind {AttributeProto.AttributeType.Name(kind)} "
                              "cannot be exported")
@@ -194,6 +200,8 @@ def _attribute(name: str, value: Any, kind: int | None, where: str) -> Attribute
 
 
 def _value_info(name: str, dtype: str | None, shape: tuple[int | None, ...] | None, symbolic: bool) -> Any:
+    if is_container_type(dtype):  # a sequence or optional: its type string holds the element type and shape
+        return helper.make_value_info(name, type_proto(dtype))
     elem = onnx_code(dtype) if dtype else TensorProto.UNDEFINED
     if shape is None:
         return helper.make_tensor_value_info(name, elem, None)
@@ -267,6 +275,10 @@ def build_model(
         used_domains.setdefault(domain, version)
         schema = _schema(op_type, version, domain)
         kinds = {k: a.type for k, a in schema.attributes.items()} if schema is not None else {}
+        n_captured = captures(op)
+        if n_captured:  # control flow: captured outer values are read by name inside the bodies
+            outer = [names[r] for r in ins[len(ins) - n_captured:]]
+            ins = ins[: len(ins) - n_captured]
         attr_protos = []
         for key in sorted(attrs):
             value = attrs[key]
@@ -274,6 +286,9 @@ def build_model(
                 continue
             if schema is not None and key not in kinds:
                 raise GraphError(f"{where}: attribute {key!r} is not part of ONNX {op_type} at opset {version}")
+            if is_graph(value):
+                attr_protos.append(body_attribute(key, value, outer if n_captured else [], target))
+                continue
             attr_protos.append(_attribute(key, value, kinds.get(key), where))
         in_names = ["" if r is None else names[r] for r in ins]
         while in_names and in_names[-1] == "":
@@ -330,17 +345,31 @@ def _target_opset(graph: Graph, opset: int | None) -> int:
 
 
 def _fill_unknown_output_types(model: onnx.ModelProto) -> None:
-    missing = [o for o in model.graph.output if o.type.tensor_type.elem_type == TensorProto.UNDEFINED]
+    """Graph outputs of unknown type (a tensor without element type) get ONNX's inferred type, which
+    may be a sequence or optional one."""
+    missing = [o for o in model.graph.output
+               if o.type.WhichOneof("value") == "tensor_type" and o.type.tensor_type.elem_type == TensorProto.UNDEFINED]
     if not missing:
         return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    names = {o.name for o in missing}
+    for out in probe.graph.output:  # a declared tensor type would not give way to an inferred sequence
+        if out.name in names:
+            out.ClearField("type")
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(probe)
     except Exception:  # inference is best effort here; the checker reports real problems
         return
     known = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
     for out in missing:
-        if out.name in known and known[out.name].type.tensor_type.elem_type:
-            out.type.CopyFrom(known[out.name].type)
+        found = known[out.name].type if out.name in known else None
+        if found is None:
+            continue
+        if found.WhichOneof("value") in ("sequence_type", "optional_type") and not unsupported_type(found):
+            out.type.CopyFrom(type_proto(type_string(found)))  # the spelling an import -> export writes back
+        elif found.WhichOneof("value") not in (None, "tensor_type") or found.tensor_type.elem_type:
+            out.type.CopyFrom(found)
 
 
 def _version() -> str:

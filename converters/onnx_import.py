@@ -8,7 +8,9 @@ Mapping (the reverse of ``converters.onnx_export``):
   non-trainable constants (shapes, axes). A variable is created where its initializer is first read;
   initializers that no node reads (or only a folded ``ConstantOfShape``) are dropped.
 * a **graph input** that is not an initializer becomes a placeholder; ``dim_param`` and missing
-  dims become ``None`` (dynamic).
+  dims become ``None`` (dynamic). A sequence or optional input (or any such value) has no shape and
+  a type string as its dtype (``seq(float32)``, ``optional(seq(int32[4]))``, see
+  ``converters.onnx_types``); the compiled module takes a list of tensors / a value or ``None`` there.
 * a **node** becomes an op named after the node; an empty node name becomes ``<op_type>_<index>``
   (index = position in ``graph.node``). A name that is taken already (by a variable, a placeholder
   or an earlier node) or that looks like a tensor name gets ``_1``, ``_2``... and the original is
@@ -39,9 +41,10 @@ import onnx
 import torch
 from onnx import TensorProto
 
-from converters.onnx_attrs import node_attributes
+from converters.onnx_attrs import attribute_to_python, tensor_to_attr_dict
 from converters.onnx_gemm import split_fused
 from converters.onnx_tensors import proto_to_torch
+from converters.onnx_types import type_string, unsupported_type
 from graphdnn import shapes
 from graphdnn.bulk import paused_gc
 from graphdnn.dtypes import dtype_name
@@ -50,6 +53,7 @@ from graphdnn.graph import Graph, ValueInfo
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
 from graphdnn.ops.static import tensor_from_attr
+from graphdnn.subgraphs import CAPTURES_KEY, set_signature
 
 __all__ = ["CONSTANT_LIMIT", "TrainablePolicy", "load_onnx"]
 
@@ -107,23 +111,29 @@ def _read(obj: Any) -> tuple[onnx.ModelProto, str]:
 
 def _check_text(model: onnx.ModelProto, source: str) -> None:
     """Protobuf hands back invalid UTF-8 in string fields as ``bytes``: refuse such a file up front."""
-    g = model.graph
 
     def bad(where: str, value: Any) -> None:
         if not isinstance(value, str):
             raise FileFormatError(f"{source}: {where} {value!r} is not UTF-8 text; the file is corrupted")
 
+    def check_graph(g: onnx.GraphProto, label: str, depth: int) -> None:
+        if depth > 32:
+            raise FileFormatError(f"{source}: control-flow bodies nested deeper than 32 levels")
+        for i, node in enumerate(g.node):
+            for field in (node.name, node.op_type, node.domain, *node.input, *node.output):
+                bad(f"{label}node #{i} field", field)
+            for a in node.attribute:
+                bad(f"{label}node #{i} attribute name", a.name)
+                if a.type == onnx.AttributeProto.GRAPH:
+                    check_graph(a.g, f"{label}node #{i} body {a.name!r}: ", depth + 1)
+        for kind, items in (("initializer", g.initializer), ("input", g.input), ("output", g.output),
+                            ("value_info", g.value_info)):
+            for i, item in enumerate(items):
+                bad(f"{label}{kind} #{i} name", item.name)
+
     for i, o in enumerate(model.opset_import):
         bad(f"opset import #{i} domain", o.domain)
-    for i, node in enumerate(g.node):
-        for field in (node.name, node.op_type, node.domain, *node.input, *node.output):
-            bad(f"node #{i} field", field)
-        for a in node.attribute:
-            bad(f"node #{i} attribute name", a.name)
-    for kind, items in (("initializer", g.initializer), ("input", g.input), ("output", g.output),
-                        ("value_info", g.value_info)):
-        for i, item in enumerate(items):
-            bad(f"{kind} #{i} name", item.name)
+    check_graph(model.graph, "", 0)
     for p in model.metadata_props:
         bad("metadata key", p.key)
         bad("metadata value", p.value)
@@ -164,15 +174,19 @@ def _opsets(model: onnx.ModelProto, source: str) -> dict[str, int]:
     return opsets
 
 
-def _unsupported(model: onnx.ModelProto, opsets: dict[str, int]) -> dict[str, list[str]]:
-    """op type -> node names of every node graphdnn cannot run."""
-    bad: dict[str, list[str]] = {}
-    for i, node in enumerate(model.graph.node):
+def _unsupported(graph: onnx.GraphProto, opsets: dict[str, int],
+                 bad: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """op type -> node names of every node graphdnn cannot run (control-flow bodies included)."""
+    bad = {} if bad is None else bad
+    for i, node in enumerate(graph.node):
         domain = _domain(node.domain)
         label = f"{domain}::{node.op_type}" if domain else node.op_type
         reason = None
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            reason = "subgraph attributes"
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _unsupported(attr.g, opsets, bad)
+        if any(a.type == onnx.AttributeProto.GRAPHS for a in node.attribute):
+            reason = "graph-list attributes"
         elif node.op_type != "Constant" or domain:
             try:
                 registry.lookup(node.op_type, domain, opsets.get(domain, opsets.get("", 1)))
@@ -195,10 +209,17 @@ def _unsupported_message(source: str, bad: dict[str, list[str]]) -> str:
 # Building the graph
 # ------------------------------------------------------------------------------------------------
 class _Importer:
+    """Builds one graph; a control-flow body gets its own importer whose ``parent`` resolves the
+    outer-scope values it reads (they become capture placeholders, see ``graphdnn.subgraphs``)."""
+
     def __init__(self, model: onnx.ModelProto, source: str, policy: Callable[[str, torch.Tensor], bool],
-                 name: str | None) -> None:
-        self.model, self.source, self.policy = model, source, policy
+                 name: str | None, parent: _Importer | None = None) -> None:
+        self.model, self.source, self.policy, self.parent = model, source, policy, parent
         self.g = Graph(name or model.graph.name or Path(source).stem or "onnx")
+        self.captured: list[str] = []  # (bodies) ONNX names of the outer values read, in first-use order
+        self.inferred_nodes: list[onnx.NodeProto] = []
+        self.formal: list[str] = []  # (bodies) formal input and output refs, in ONNX order
+        self.outputs: list[str] = []
         self.vmap: dict[str, str] = {}  # ONNX value name -> graphdnn tensor name
         self.infos: dict[str, onnx.ValueInfoProto] = {}
         self.consts: dict[str, torch.Tensor] = {}  # values known at import (initializers, constants)
@@ -208,31 +229,15 @@ class _Importer:
     def run(self) -> Graph:
         model, g = self.model, self.g
         opsets = _opsets(model, self.source)
-        bad = _unsupported(model, opsets)
+        bad = _unsupported(model.graph, opsets)
         self._check_inputs(bad)
         if bad:
             raise UnknownOpError(_unsupported_message(self.source, bad))
         g.opset.update(opsets)
         g.opset.setdefault("", registry.DEFAULT_OPSET[""])
-        self.infos = _inferred_infos(model)
         graph = model.graph
         inits = {t.name: t for t in graph.initializer}
-        bn_state = {n.input[i] for n in graph.node if n.op_type == "BatchNormalization" and not _domain(n.domain)
-                    for i in _BN_STATE_INPUTS if i < len(n.input)}
-        self.inits, self.bn_state = inits, bn_state
-        for vi in graph.input:
-            if vi.name not in inits:
-                self._placeholder(vi)
-        for index, node in enumerate(graph.node):
-            try:
-                self._node(index, node, bn_state)
-            except GraphDNNError as exc:
-                raise type(exc)(f"{self.source}: node {node.name or index!r} ({node.op_type}): {exc}") from exc
-        for o in graph.output:
-            self._use(o.name)
-        missing = [o.name for o in graph.output if o.name not in self.vmap]
-        if missing:
-            raise FileFormatError(f"{self.source}: graph outputs {missing} are produced by no node")
+        self._build(graph, _inferred_graph(model), inits)
         g.meta["onnx"] = {
             "inputs": [self.vmap[vi.name] for vi in graph.input if vi.name not in inits],
             "outputs": [self.vmap[o.name] for o in graph.output],
@@ -241,15 +246,37 @@ class _Importer:
         }
         return g
 
+    def _build(self, graph: onnx.GraphProto, inferred: onnx.GraphProto, inits: dict[str, TensorProto]) -> None:
+        self.infos = {vi.name: vi for vi in (*inferred.input, *inferred.value_info, *inferred.output)}
+        self.inferred_nodes = list(inferred.node) if len(inferred.node) == len(graph.node) else list(graph.node)
+        self.inits = inits
+        self.bn_state = {n.input[i] for n in graph.node if n.op_type == "BatchNormalization" and not _domain(n.domain)
+                         for i in _BN_STATE_INPUTS if i < len(n.input)}
+        for vi in graph.input:
+            if vi.name not in inits:
+                self._placeholder(vi)
+        for index, node in enumerate(graph.node):
+            try:
+                self._node(index, node, self.bn_state)
+            except GraphDNNError as exc:
+                where = f"node {node.name or index!r} ({node.op_type})"
+                prefix = f"body {graph.name!r}, " if self.parent else f"{self.source}: "
+                raise type(exc)(f"{prefix}{where}: {exc}") from exc
+        missing = [o.name for o in graph.output if not self._available(o.name)]
+        if missing:
+            raise FileFormatError(f"{self.source}: graph {graph.name!r} outputs {missing} are produced by no node")
+
     def _check_inputs(self, bad: dict[str, list[str]]) -> None:
-        for vi in self.model.graph.input:
-            kind = vi.type.WhichOneof("value")
-            if kind not in (None, "tensor_type"):
-                bad.setdefault(f"{kind} graph inputs", []).append(vi.name)
-        for vi in self.model.graph.output:
-            kind = vi.type.WhichOneof("value")
-            if kind not in (None, "tensor_type"):
-                bad.setdefault(f"{kind} graph outputs", []).append(vi.name)
+        """Graph inputs and outputs must be tensors, or sequences/optionals of them (maps, sparse
+        tensors and element types graphdnn has no dtype for are refused)."""
+        for role, infos in (("inputs", self.model.graph.input), ("outputs", self.model.graph.output)):
+            for vi in infos:
+                kind = vi.type.WhichOneof("value")
+                if kind in (None, "tensor_type"):
+                    continue
+                why = unsupported_type(vi.type) if kind in ("sequence_type", "optional_type") else ""
+                if why is not None:
+                    bad.setdefault(f"{kind} graph {role}{f' ({why})' if why else ''}", []).append(vi.name)
 
     # -- names ------------------------------------------------------------------------------
     def _free(self, wanted: str) -> str:
@@ -270,11 +297,66 @@ class _Importer:
 
     # -- graph inputs and weights -----------------------------------------------------------
     def _use(self, value_name: str) -> None:
-        """Create the variable of initializer ``value_name`` on its first use (unused ones are dropped)."""
+        """Create the variable of initializer ``value_name`` on its first use (unused ones are dropped);
+        in a control-flow body, a ``Constant`` (bodies hold no variables)."""
         if value_name in self.vmap or value_name not in self.inits:
+            return
+        if self.parent is not None:
+            op_name = self._free(value_name)
+            tensor = self.inits[value_name]
+            shape, dtype = tuple(int(d) for d in tensor.dims), dtype_name_of_code(tensor.data_type)
+            attrs = {"value": tensor_to_attr_dict(tensor, f"{self.source}: initializer {value_name!r}")}
+            self.g.add_op("Constant", [], attrs, op_name, outputs=[ValueInfo(shape, dtype)], scoped=False)
+            if op_name != value_name:
+                self.g.get_operation(op_name).meta["onnx_name"] = value_name
+            self._bind(value_name, tensor_name(op_name, 0))
             return
         value = proto_to_torch(self.inits[value_name], f"{self.source}: initializer {value_name!r}")
         self._variable(value_name, value, value_name in self.bn_state)
+
+    def _available(self, value_name: str) -> bool:
+        """Whether ``value_name`` can be read here: defined in this graph, an initializer, or (in a
+        body) an outer-scope value, which then becomes a capture placeholder."""
+        self._use(value_name)
+        if value_name in self.vmap:
+            return True
+        if self.parent is None or not self.parent._available(value_name):
+            return False
+        self._capture(value_name)
+        return True
+
+    def _capture(self, value_name: str) -> None:
+        outer = self.parent.g.get_tensor(self.parent.vmap[value_name])
+        op_name = self._free(value_name)
+        t = self.g.placeholder(op_name, outer.shape, outer.dtype or "float32")
+        if op_name != value_name:
+            t.op.meta["onnx_name"] = value_name
+        self._bind(value_name, t.name)
+        self.captured.append(value_name)
+
+    def _bodies(self, index: int, node: onnx.NodeProto) -> tuple[dict[str, Graph], list[str]]:
+        """Import the node's graph attributes; returns them and the outer values they capture."""
+        inferred_node = self.inferred_nodes[index] if index < len(self.inferred_nodes) else node
+        inferred = {a.name: a.g for a in inferred_node.attribute if a.type == onnx.AttributeProto.GRAPH}
+        importers: dict[str, _Importer] = {}
+        for attr in node.attribute:
+            if attr.type != onnx.AttributeProto.GRAPH:
+                continue
+            sub = _Importer(self.model, self.source, self.policy, attr.g.name or attr.name, parent=self)
+            sub.g.opset.update(self.g.opset)
+            sub._build(attr.g, inferred.get(attr.name, attr.g), {t.name: t for t in attr.g.initializer})
+            sub.formal = [sub.vmap[vi.name] for vi in attr.g.input]
+            sub.outputs = [sub.vmap[o.name] for o in attr.g.output]
+            importers[attr.name] = sub
+        union: list[str] = []
+        for sub in importers.values():
+            union += [v for v in sub.captured if v not in union]
+        for sub in importers.values():  # every body of one op receives the same captured values
+            for v in union:
+                if v not in sub.vmap:
+                    sub._capture(v)
+            set_signature(sub.g, sub.formal, [sub.vmap[v] for v in union], sub.outputs)
+        return {k: sub.g for k, sub in importers.items()}, union
 
     def _const(self, value_name: str) -> torch.Tensor | None:
         """The value of ``value_name`` when known at import (an initializer or a constant)."""
@@ -307,15 +389,14 @@ class _Importer:
     # -- nodes -----------------------------------------------------------------------------
     def _node(self, index: int, node: onnx.NodeProto, bn_state: set[str]) -> None:
         domain = _domain(node.domain)
-        attrs = node_attributes(node)
+        where = f"node {node.name or node.op_type!r}: "
+        attrs = {a.name: attribute_to_python(a, where) for a in node.attribute if a.type != onnx.AttributeProto.GRAPH}
         if not domain and node.op_type == "ConstantOfShape" and self._fold_constant_of_shape(node, attrs, bn_state):
             return
         if not domain and node.op_type == "Constant" and self._big_constant(node, attrs):
             return
         for value in node.input:
-            if value:
-                self._use(value)
-            if value and value not in self.vmap:
+            if value and not self._available(value):
                 raise FileFormatError(f"input {value!r} is produced by no earlier node (nodes must be in "
                                       "topological order) and is not a graph input or initializer")
         n_out = len(node.output)
@@ -325,13 +406,21 @@ class _Importer:
         wanted = node.name or f"{node.op_type}_{index}"
         op_name = self._free(wanted)
         inputs = [self.vmap[v] if v else None for v in node.input]
-        while inputs and inputs[-1] is None:
-            inputs.pop()
+        bodies, captured = self._bodies(index, node) if any(
+            a.type == onnx.AttributeProto.GRAPH for a in node.attribute) else ({}, [])
+        if bodies:
+            attrs.update(bodies)
+            inputs += [self.vmap[v] for v in captured]  # after the formal inputs, omitted ones kept
+        else:
+            while inputs and inputs[-1] is None:
+                inputs.pop()
         outputs = [self._info(node.output[i] if i < len(node.output) else "") for i in range(n_out)]
         if any(o.dtype is None for o in outputs):
             outputs = self._meta_infer(op_name, node, domain, inputs, attrs, outputs)
         handle = self.g.add_op(node.op_type, inputs, attrs, op_name, domain=domain, outputs=outputs, scoped=False)
         op = handle.op
+        if bodies:
+            op.meta[CAPTURES_KEY] = len(captured)
         if op_name != node.name:
             op.meta["onnx_name"] = node.name
         names = [node.output[i] if i < len(node.output) else "" for i in range(n_out)]
@@ -403,7 +492,12 @@ class _Importer:
 
 
 def _shape_dtype(vi: onnx.ValueInfoProto) -> tuple[tuple[int | None, ...] | None, str | None]:
-    if vi.type.WhichOneof("value") != "tensor_type":
+    """(shape, dtype) of a value: a sequence or optional has no shape and a type string as its dtype
+    (``seq(float32)``, see ``converters.onnx_types``); (None, None) when unknown or unsupported."""
+    kind = vi.type.WhichOneof("value")
+    if kind in ("sequence_type", "optional_type"):
+        return None, None if unsupported_type(vi.type) else type_string(vi.type)
+    if kind != "tensor_type":
         return None, None
     tt = vi.type.tensor_type
     dtype = None
@@ -425,16 +519,15 @@ def dtype_name_of_code(code: int) -> str:
     return dtype_name(onnx_to_name(code))
 
 
-def _inferred_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """Value infos after ONNX shape inference (falling back to what the model declares)."""
+def _inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The model's graph after ONNX shape inference (bodies included), or as declared when that fails."""
     inferred = model
     if model.ByteSize() < 1_900_000_000:
         try:
             inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
         except Exception:  # inference is an aid; the meta-tensor fallback covers what it misses
             inferred = model
-    g = inferred.graph
-    return {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
+    return inferred.graph
 
 
 def value_name_of(graph: Graph, ref: str) -> str:

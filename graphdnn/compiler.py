@@ -23,6 +23,7 @@ from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
 from graphdnn.names import identifier, split_tensor_name, state_key, tensor_name
 from graphdnn.ops.registry import OpDef, lookup
 from graphdnn.shapes import constant_value
+from graphdnn.subgraphs import captures, compile_body, has_subgraphs, subgraph_attrs
 
 TensorRef = Tensor | str
 
@@ -167,6 +168,7 @@ class _Builder:
         self.consts: dict[str, torch.Tensor] = {}
         self.consts_by_ref: dict[str, str] = {}
         self.variables: list[str] = []
+        self.bodies: list[str] = []
         self.training: fx.Node | None = None
         self.uses = self._count_uses()
 
@@ -244,7 +246,7 @@ class _Builder:
         self.variables.append(op.name)
 
     def _foldable(self, op: Op) -> bool:
-        if op.type in _DETERMINISTIC_EXCLUDED:
+        if op.type in _DETERMINISTIC_EXCLUDED or has_subgraphs(op):
             return False
         if op.type == "Constant":
             return True
@@ -305,6 +307,13 @@ class _Builder:
             kwargs["training"] = self.training
         if opdef.num_outputs is None:
             kwargs["_outputs"] = len(op.outputs)
+        if has_subgraphs(op):  # control flow: each body becomes a submodule passed to the lowering
+            for key, body in subgraph_attrs(op).items():
+                target = f"_body{len(self.bodies)}_{identifier(key, 'body')}"
+                self.bodies.append(target)
+                self.root[target] = compile_body(body)
+                kwargs[key] = self.fx.get_attr(target)
+            kwargs["_captures"] = captures(op)
         node = self._emit(opdef.lower, tuple(self._args(op, opdef)), kwargs, op.name)
         node.meta["graphdnn_name"] = op.name
         if opdef.num_outputs == 1:

@@ -1,7 +1,10 @@
 """Data types by name: the graph stores dtypes as strings ("float32"); these map them to torch,
-numpy and ONNX ``TensorProto`` codes."""
+numpy and ONNX ``TensorProto`` codes. Values that are not tensors (ONNX sequences and optionals)
+carry a type string such as ``seq(float32)`` instead; see ``value_type_name``."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import torch
@@ -78,3 +81,66 @@ def onnx_to_name(code: int) -> str:
     if code not in _BY_ONNX:
         raise GraphError(f"unsupported ONNX tensor data type {code}")
     return _BY_ONNX[code]
+
+
+# ------------------------------------------------------------------------------------------------
+# Value types: ONNX sequences and optionals
+# ------------------------------------------------------------------------------------------------
+#: A value that is not a tensor (an ONNX ``seq(...)`` or ``optional(...)``) has the unknown shape
+#: ``None`` and, as its dtype, a *type string*:
+#:
+#: * ``seq(T)``: a Python list of values of type ``T`` at run time;
+#: * ``optional(T)``: a value of type ``T`` or ``None``;
+#: * a tensor ``T`` inside them: its dtype name, optionally with its shape in brackets, ``?`` for an
+#:   unknown dim: ``float32`` (any rank), ``float32[]`` (a scalar), ``int64[2,?]``.
+#:
+#: For example ``seq(float32)`` or ``optional(seq(int32[4]))``. ``value_type_name`` gives the
+#: canonical spelling (no spaces); ``parse_value_type`` the structure.
+CONTAINERS = ("seq", "optional")
+_TENSOR_SPELLING = re.compile(r"([A-Za-z0-9_]+)(?:\[([0-9?,]*)\])?")
+
+ValueType = tuple  # ("tensor", dtype, shape | None) | ("seq", ValueType) | ("optional", ValueType)
+
+
+def is_container_type(dtype: object) -> bool:
+    """Whether ``dtype`` is a type string of a sequence or optional value (not a tensor dtype)."""
+    return isinstance(dtype, str) and dtype.startswith(tuple(f"{k}(" for k in CONTAINERS))
+
+
+def parse_value_type(spelling: str) -> ValueType:
+    """The structure of a type string: ``("seq", ("tensor", "float32", None))`` for ``seq(float32)``."""
+    if not isinstance(spelling, str):
+        raise GraphError(f"a value type is a string such as 'seq(float32)', not {spelling!r}")
+    text = spelling.replace(" ", "")
+    for kind in CONTAINERS:
+        if text.startswith(f"{kind}(") and text.endswith(")"):
+            return (kind, parse_value_type(text[len(kind) + 1:-1]))
+    match = _TENSOR_SPELLING.fullmatch(text)
+    if match is None:
+        raise GraphError(f"bad value type {spelling!r}; write a dtype such as 'float32' or 'int64[2,?]', "
+                         f"or wrap one in seq(...) / optional(...)")
+    dims = match.group(2)
+    shape: tuple[int | None, ...] | None = None
+    if dims is not None:
+        parts = dims.split(",") if dims else []
+        if any(p != "?" and not p.isdigit() for p in parts):
+            raise GraphError(f"bad value type {spelling!r}: dims are non-negative ints or '?'")
+        shape = tuple(None if p == "?" else int(p) for p in parts)
+    return ("tensor", dtype_name(match.group(1)), shape)
+
+
+def format_value_type(vtype: ValueType) -> str:
+    """The canonical type string of a ``parse_value_type`` structure."""
+    if vtype[0] in CONTAINERS:
+        return f"{vtype[0]}({format_value_type(vtype[1])})"
+    _, dtype, shape = vtype
+    if shape is None:
+        return dtype
+    return f"{dtype}[{','.join('?' if d is None else str(d) for d in shape)}]"
+
+
+def value_type_name(dtype: str | torch.dtype | np.dtype | type) -> str:
+    """``dtype_name`` for tensors; the canonical spelling of a ``seq(...)``/``optional(...)`` type."""
+    if isinstance(dtype, str) and dtype.replace(" ", "").startswith(tuple(f"{k}(" for k in CONTAINERS)):
+        return format_value_type(parse_value_type(dtype))
+    return dtype_name(dtype)

@@ -20,7 +20,7 @@ import networkx as nx
 import torch
 
 from graphdnn import shapes
-from graphdnn.dtypes import dtype_name
+from graphdnn.dtypes import dtype_name, is_container_type, value_type_name
 from graphdnn.errors import GraphError
 from graphdnn.names import check_name, split_tensor_name, tensor_name
 from graphdnn.ops.registry import DEFAULT_OPSET, GRAPHDNN_DOMAIN, lookup
@@ -296,8 +296,14 @@ class Graph:
         self._topo = None
 
     def placeholder(self, name: str, shape: tuple[int | None, ...] | None, dtype: Any = "float32") -> Tensor:
-        """A graph input: ``None`` dims (the batch) are dynamic; ``shape=None`` means unknown rank."""
-        dt = dtype_name(dtype)
+        """A graph input: ``None`` dims (the batch) are dynamic; ``shape=None`` means unknown rank.
+        ``dtype`` may be a sequence or optional type string (``"seq(float32)"``, see
+        ``graphdnn.dtypes.value_type_name``): the input is then a list of tensors / a value or None,
+        and ``shape`` must be None (element shapes go in the type string)."""
+        dt = value_type_name(dtype)
+        if is_container_type(dt) and shape is not None:
+            raise GraphError(f"placeholder {name!r} of type {dt!r} is not a tensor: its shape must be None "
+                             "(write element shapes in the type, e.g. 'seq(float32[3,?])')")
         shp = None if shape is None else tuple(None if d is None or d < 0 else int(d) for d in shape)
         attrs = {"shape": None if shp is None else list(shp), "dtype": dt}
         op = Op(self._op_name(check_name(name), name, True), PLACEHOLDER, [], attrs, [ValueInfo(shp, dt)],

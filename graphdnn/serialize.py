@@ -15,9 +15,13 @@ from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph, Op, ValueInfo
 from graphdnn.names import split_tensor_name
 from graphdnn.ops.registry import GRAPHDNN_DOMAIN, MAX_ONNX_OPSET, is_known
+from graphdnn.subgraphs import has_subgraphs, subgraph_attrs
 
 FORMAT = "graphdnn-graph"
 VERSION = 1
+#: How a graph-valued attribute (a control-flow body) is written: ``{BODY_TAG: <graph dict>}``.
+BODY_TAG = "graphdnn.body"
+_MAX_DEPTH = 32
 _BUILTIN = {(GRAPHDNN_DOMAIN, "Variable"), (GRAPHDNN_DOMAIN, "Placeholder")}
 
 
@@ -29,7 +33,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
             "name": op.name,
             "type": op.type,
             "inputs": list(op.inputs),
-            "attrs": op.attrs,
+            "attrs": _attrs_to_json(op),
             "outputs": [{"shape": None if o.shape is None else list(o.shape), "dtype": o.dtype} for o in op.outputs],
         }
         if op.domain:
@@ -48,6 +52,37 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
         "meta": graph.meta,
         **({"aliases": dict(graph.aliases)} if graph.aliases else {}),
     }
+
+
+def _attrs_to_json(op: Op) -> dict[str, Any]:
+    if not has_subgraphs(op):
+        return op.attrs
+    out = dict(op.attrs)
+    for key, body in subgraph_attrs(op).items():
+        if body.variables():
+            raise GraphError(f"op {op.name!r}: its {key!r} body holds variables, which graphdnn files do not store "
+                             "for bodies; read the weights from the outer graph")
+        out[key] = {BODY_TAG: graph_to_dict(body)}
+    return out
+
+
+def _attrs_from_json(attrs: dict[str, Any], source: str, op_name: str, depth: int) -> dict[str, Any]:
+    bodies = {k: v[BODY_TAG] for k, v in attrs.items() if isinstance(v, dict) and BODY_TAG in v}
+    if not bodies:
+        return attrs
+    _need(depth < _MAX_DEPTH, source, "op %r: control-flow bodies nested deeper than %d", op_name, _MAX_DEPTH)
+    out = dict(attrs)
+    for key, doc in bodies.items():
+        body = out[key] = graph_from_dict(doc, f"{source} (op {op_name!r}, body {key!r})", depth + 1)
+        sig = body.meta.get("body")
+        fields = ("inputs", "captures", "outputs")
+        _need(isinstance(sig, dict) and all(isinstance(sig.get(f), list) for f in fields), source,
+              "op %r: body %r has no signature (inputs, captures, outputs)", op_name, key)
+        for ref in (r for f in fields for r in sig[f]):
+            producer, index = split_tensor_name(ref) if isinstance(ref, str) else ("", 0)
+            _need(producer in body.nx and index < len(body.nx.nodes[producer]["op"].outputs), source,
+                  "op %r: body %r names %r in its signature, which it does not have", op_name, key, ref)
+    return out
 
 
 def graph_to_json(graph: Graph, indent: int | None = None) -> str:
@@ -84,7 +119,7 @@ def _shape(value: Any, source: str, op_name: str) -> tuple[int | None, ...] | No
     return tuple(value)
 
 
-def graph_from_dict(doc: Any, source: str = "<json>") -> Graph:
+def graph_from_dict(doc: Any, source: str = "<json>", depth: int = 0) -> Graph:
     """Rebuild a graph from ``graph_to_dict`` output, validating every field."""
     _need(isinstance(doc, dict), source, "top level is not an object")
     _need(doc.get("format") == FORMAT, source, f"format is {doc.get('format')!r}, expected {FORMAT!r}")
@@ -116,6 +151,7 @@ def graph_from_dict(doc: Any, source: str = "<json>") -> Graph:
               source, "op %r: inputs must be a list of tensor names", name)
         attrs = entry.get("attrs", {})
         _need(isinstance(attrs, dict), source, "op %r: attrs must be an object", name)
+        attrs = _attrs_from_json(attrs, source, name, depth)
         outs = entry.get("outputs", [])
         _need(isinstance(outs, list) and all(isinstance(o, dict) for o in outs), source,
               "op %r: outputs must be a list of objects", name)

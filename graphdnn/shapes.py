@@ -62,7 +62,7 @@ def infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
 def _memo_key(graph: Graph, op: Op, opdef: OpDef, count: int) -> tuple | None:
     """A key for ops whose inference depends only on input shapes/dtypes and attributes
     (``repr`` of the attributes: cheap, and a spelling difference only costs a cache miss)."""
-    if opdef.static_inputs or opdef.infer is not None or not op.inputs:
+    if opdef.static_inputs or opdef.infer is not None or not op.inputs or _has_body(op):
         return None
     ins = tuple(None if ref is None else _key_of(_info(graph, ref)) for ref in op.inputs)
     return (opdef.domain, opdef.op_type, opdef.since_version, count, repr(op.attrs), ins)
@@ -76,6 +76,11 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     from graphdnn.graph import ValueInfo
 
     unknown = [ValueInfo(None, None) for _ in range(count)]
+    if _has_body(op):  # control flow: output shapes depend on the branch taken / trip count
+        return unknown
+    if opdef.infer is not None:  # the op's own rule, ``infer(graph, op) -> [(shape, dtype)]``
+        infos = [ValueInfo(shape, dtype) for shape, dtype in opdef.infer(graph, op)][:count]
+        return infos + unknown[len(infos):]
     args: list[Any] = []
     for i, ref in enumerate(op.inputs):
         if ref is None:
@@ -114,6 +119,12 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
         dims = tuple(None if (d >= _SENTINEL and d % _SENTINEL == 0) else int(d) for d in r.shape)
         infos.append(ValueInfo(dims, dtype_name(r.dtype)))
     return infos + unknown[len(infos):]
+
+
+def _has_body(op: Op) -> bool:
+    from graphdnn.subgraphs import has_subgraphs
+
+    return has_subgraphs(op)
 
 
 def _info(graph: Graph, ref: str) -> ValueInfo:

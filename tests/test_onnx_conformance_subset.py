@@ -40,3 +40,12 @@ def test_node_cases_of_core_cnn_ops():
     assert len(cases) > 60
     assert passed / len(cases) >= 0.6, failed
     assert all(r["status"] != "crash" for r in results.values())
+
+
+def test_node_cases_of_control_flow():
+    pattern = r"^test_(if|loop11|scan_sum|scan9_.*|range_.*_expanded|affine_grid_2d_expanded)$"
+    cases = [c for c in conf.node_suite_cases(pattern) if c.name.startswith("test_")]
+    results = _run(cases)
+    failed = {n: r["message"] for n, r in results.items() if r["status"] != "pass"}
+    assert len(cases) >= 11, sorted(results)
+    assert not failed, failed

@@ -97,11 +97,31 @@ def _single_node_cases() -> dict[str, list]:
 
 
 _CASES = _single_node_cases()
-#: Sequence ops: their node tests feed sequences as graph inputs, which graphdnn graphs cannot take
-#: yet; test_onnx_import.py::test_sequence_ops_inside_a_model_match_onnxruntime checks every one of
-#: them against ONNX Runtime inside a model.
+#: Sequence ops and Optional (which has no node test of its own): checked against ONNX Runtime inside
+#: models by test_onnx_import.py::test_sequence_ops_inside_a_model_match_onnxruntime and
+#: test_onnx_sequence_io.py.
 SEQUENCE_OPS = {"SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceAt",
-                "SequenceLength", "ConcatFromSequence", "SplitToSequence"}
+                "SequenceLength", "ConcatFromSequence", "SplitToSequence", "Optional"}
+
+#: Ops whose outputs are random draws: ORT and torch agree on the support and shape, not the values
+#: (their distributions are tested in test_ops_detection_text.py).
+RANDOM_OPS = {"Bernoulli"}
+
+
+def _check_random_op(op_type: str) -> None:
+    x = np.random.default_rng(0).uniform(size=(50, 40)).astype(np.float32)
+    node = onnx.helper.make_node(op_type, ["p"], ["y"])
+    graph = onnx.helper.make_graph([node], "random", [onnx.helper.make_tensor_value_info("p", 1, [50, 40])],
+                                   [onnx.helper.make_tensor_value_info("y", 1, [50, 40])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 15)])
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"p": x})[0]
+    g = load_onnx(model)
+    with torch.no_grad():
+        ours = _torch_outputs(g)(torch.from_numpy(x)).numpy()
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    assert set(np.unique(ours)) <= {0, 1} and set(np.unique(ref)) <= {0, 1}
+    assert abs(ours.mean() - ref.mean()) < 0.1  # both draw with probability x: means near x.mean()
+
 
 #: Ops no ONNX node test covers: a handwritten graph and a handwritten torch reference.
 _HANDWRITTEN = {
@@ -179,6 +199,9 @@ def test_ort_parity_every_registered_op(domain, op_type, all_opsets):
         np.testing.assert_allclose(torch_out, fn(torch.from_numpy(data)).numpy(), rtol=1e-4, atol=1e-5)
         return
     if op_type in SEQUENCE_OPS:  # against ORT in test_onnx_import's sequence model
+        return
+    if op_type in RANDOM_OPS:
+        _check_random_op(op_type)
         return
     cases = _CASES.get(op_type, [])
     assert cases, f"no ONNX node test and no handwritten case for {op_type}"

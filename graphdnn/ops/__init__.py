@@ -3,7 +3,9 @@
 from graphdnn.ops import (  # noqa: F401
     activations,
     attention,
+    control,
     conv,
+    detection,
     elementwise,
     image,
     linalg,
@@ -12,6 +14,7 @@ from graphdnn.ops import (  # noqa: F401
     norm,
     project,
     quant,
+    random_ops,
     reduce,
     resize,
     rnn,

@@ -1,4 +1,5 @@
-"""Transformer operators: Attention (opset 23-25) and RotaryEmbedding (opset 23)."""
+"""Transformer operators: Attention (opset 23-25), RotaryEmbedding (opset 23) and the KV-cache update
+TensorScatter (opset 24)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,34 @@ def rotary_embedding(
         rot = torch.cat([real, imag], dim=-1)
     out = torch.cat([rot, rest], dim=-1).to(x.dtype)
     return out.transpose(1, 2) if x.dim() == 4 else out.reshape(shape)
+
+
+@register("TensorScatter", since=24)
+def tensor_scatter(
+    past_cache: torch.Tensor,
+    update: torch.Tensor,
+    write_indices: torch.Tensor | None = None,
+    *,
+    axis: int = -2,
+    mode: str = "linear",
+) -> torch.Tensor:
+    """Functional KV-cache write: ``present[b, ..., write_indices[b] + s, ...] = update[b, ..., s, ...]``
+    along ``axis`` (never the batch axis 0) for every ``s < update.shape[axis]``; write indices default to 0
+    and wrap modulo the cache length in ``circular`` mode."""
+    if mode not in ("linear", "circular"):
+        raise ValueError(f"TensorScatter: mode must be 'linear' or 'circular', not {mode!r}")
+    axis = axis % past_cache.dim()
+    if axis == 0:
+        raise ValueError("TensorScatter: axis cannot be the batch axis 0")
+    batch, seq = past_cache.shape[0], update.shape[axis]
+    if write_indices is None:
+        write_indices = torch.zeros(batch, dtype=torch.int64, device=past_cache.device)
+    index = write_indices.to(torch.int64).reshape(-1, 1) + torch.arange(seq, device=past_cache.device)
+    if mode == "circular":
+        index = index % past_cache.shape[axis]
+    shape = [1] * past_cache.dim()
+    shape[0], shape[axis] = batch, seq
+    index = index.reshape(shape).expand(update.shape)
+    if past_cache.element_size() == 1 and past_cache.dtype.is_floating_point:  # float8: scatter the raw bytes
+        return past_cache.view(torch.uint8).scatter(axis, index, update.view(torch.uint8)).view(past_cache.dtype)
+    return past_cache.scatter(axis, index, update)

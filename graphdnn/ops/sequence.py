@@ -1,9 +1,17 @@
-"""Sequence operators (ONNX ``seq(tensor)`` values are Python lists of tensors in compiled code)."""
+"""Sequence and optional operators.
+
+In compiled code an ONNX ``seq(tensor)`` value is a Python list of tensors and an ``optional(T)``
+value is a value of type ``T`` or ``None``; the graph spells their types ``seq(float32)``,
+``optional(seq(float32))`` (see ``graphdnn.dtypes.value_type_name``).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from graphdnn.dtypes import format_value_type, is_container_type, parse_value_type, value_type_name
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_ints
 
@@ -67,3 +75,57 @@ def split_to_sequence(x: torch.Tensor, split=None, *, axis: int = 0, keepdims: i
     sizes = as_ints(split)
     scalar = not isinstance(split, (list, tuple)) and not (isinstance(split, torch.Tensor) and split.dim() == 1)
     return list(torch.split(x, sizes[0] if scalar else sizes, dim=axis))
+
+
+# ---- optionals ----------------------------------------------------------------------------------
+def _value_type(graph: Any, op: Any) -> str | None:
+    """The type string of ``op``'s first input (``float32[2,?]`` for a tensor), None when unknown."""
+    ref = op.inputs[0] if op.inputs else None
+    if ref is None:
+        return None
+    t = graph.get_tensor(ref)
+    if t.dtype is None or is_container_type(t.dtype):
+        return t.dtype
+    return format_value_type(("tensor", t.dtype, t.shape))
+
+
+def _infer_optional(graph: Any, op: Any) -> list[tuple[Any, str | None]]:
+    inner = _value_type(graph, op) or op.attrs.get("type")
+    return [(None, value_type_name(f"optional({inner})") if inner else None)]
+
+
+def _infer_has_element(graph: Any, op: Any) -> list[tuple[Any, str | None]]:
+    return [((), "bool")]
+
+
+def _infer_get_element(graph: Any, op: Any) -> list[tuple[Any, str | None]]:
+    spelled = _value_type(graph, op)
+    if spelled is None:
+        return [(None, None)]
+    vtype = parse_value_type(spelled)
+    if vtype[0] == "optional":
+        vtype = vtype[1]
+    if vtype[0] == "tensor":
+        return [(vtype[2], vtype[1])]
+    return [(None, format_value_type(vtype))]
+
+
+@register("Optional", since=15, infer=_infer_optional)
+def optional(value: Any = None, *, type: str | None = None) -> Any:
+    """An optional holding ``value``, or the empty optional (``None``) of ``type`` without one."""
+    return value
+
+
+@register("OptionalHasElement", since=15, infer=_infer_has_element)
+def optional_has_element(value: Any = None) -> torch.Tensor:
+    """A bool scalar: whether the optional holds a value (from opset 18 a tensor or sequence input
+    counts as a full optional; an omitted input as an empty one)."""
+    return torch.tensor(value is not None)
+
+
+@register("OptionalGetElement", since=15, infer=_infer_get_element)
+def optional_get_element(value: Any) -> Any:
+    """The optional's value (from opset 18 a tensor or sequence input is returned as is)."""
+    if value is None:
+        raise ValueError("OptionalGetElement: the optional input is empty")
+    return value
