@@ -36,7 +36,9 @@ from onnx import numpy_helper  # noqa: E402
 
 from benchmarks._isolated import describe_exception, run_isolated  # noqa: E402
 from converters.onnx_attrs import node_attributes  # noqa: E402
+from converters.onnx_tensors import _SMALL_BY_NUMPY, array_to_torch, torch_to_array  # noqa: E402
 from graphdnn.ops.registry import lookup  # noqa: E402
+from graphdnn.small_dtypes import decode, is_small  # noqa: E402
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-7
@@ -125,7 +127,7 @@ def as_numpy(value: Any) -> Any:
 
 
 def to_torch(value: Any) -> Any:
-    """A numpy array (ml_dtypes bfloat16/float8 included) as a torch tensor; a sequence (list) as a
+    """A numpy array (ml_dtypes bfloat16/float8/int4... included) as a torch tensor; a sequence (list) as a
     list of them; None (an empty optional) as None."""
     if isinstance(value, list):
         return [to_torch(v) for v in value]
@@ -134,6 +136,8 @@ def to_torch(value: Any) -> Any:
         return value
     name = value.dtype.name
     special = _ml_dtype_names()
+    if name in _SMALL_BY_NUMPY:  # int4, float4_e2m1fn...: unpacked, one element per byte
+        return array_to_torch(value)
     if name in special:
         width = {1: np.uint8, 2: np.uint16}[value.dtype.itemsize]
         raw = torch.from_numpy(np.array(value, order="C", copy=True).view(width))
@@ -146,10 +150,12 @@ def to_torch(value: Any) -> Any:
 
 
 def to_numpy(value: Any) -> Any:
-    """A torch tensor as numpy (bfloat16/float8 through ml_dtypes)."""
+    """A torch tensor as numpy (bfloat16/float8/int4... through ml_dtypes)."""
     if not isinstance(value, torch.Tensor):
         return np.asarray(value)
     value = value.detach().cpu()
+    if is_small(value.dtype):
+        return torch_to_array(value)
     for name, dt in _ml_dtype_names().items():
         if value.dtype == dt:
             import ml_dtypes
@@ -223,7 +229,7 @@ def compare_value(ref: Any, out: Any, rtol: float, atol: float, where: str) -> s
 # Evaluating through the registry (test tool only)
 # ---------------------------------------------------------------------------------------------
 def _static_value(t: Any) -> Any:
-    return t.tolist() if isinstance(t, torch.Tensor) else t
+    return decode(t).tolist() if isinstance(t, torch.Tensor) else t
 
 
 def run_node(node: onnx.NodeProto, inputs: list[Any], opsets: dict[str, int]) -> list[Any]:

@@ -349,8 +349,50 @@ def _fill_unknown_output_types(model: onnx.ModelProto) -> None:
     may be a sequence or optional one."""
     missing = [o for o in model.graph.output
                if o.type.WhichOneof("value") == "tensor_type" and o.type.tensor_type.elem_type == TensorProto.UNDEFINED]
-    if not missing:
+    if missing:
+        _infer_output_types(model, missing)
+    open_dims = [o for o in model.graph.output if o.type.WhichOneof("value") == "tensor_type"
+                 and any(not d.HasField("dim_value") and not d.HasField("dim_param")
+                         for d in o.type.tensor_type.shape.dim)]
+    if open_dims:
+        _name_output_dims(model, open_dims)
+
+
+_WEIGHT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+
+
+def _name_output_dims(model: onnx.ModelProto, outputs: list[Any]) -> None:
+    """Unknown output dims take the symbolic names ONNX inference derives from the inputs' (``batch``)."""
+    probe = onnx.ModelProto()  # the model without weight data: inference needs only their types
+    probe.ir_version = model.ir_version
+    probe.opset_import.extend(model.opset_import)
+    graph = probe.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    for t in model.graph.initializer:
+        if t.data_type in _WEIGHT_TYPES:
+            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:  # integer initializers may be shapes that inference reads
+            graph.initializer.append(t)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe)
+    except Exception:  # best effort: unnamed dims stay dynamic all the same
         return
+    known = {v.name: v.type.tensor_type.shape for v in inferred.graph.output if v.type.HasField("tensor_type")}
+    named = {d.dim_param for vi in model.graph.input if vi.type.HasField("tensor_type")
+             for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param")}  # not inference's "unk__0"
+    for out in outputs:
+        shape = known.get(out.name)
+        dims = out.type.tensor_type.shape.dim
+        if shape is None or len(shape.dim) != len(dims):
+            continue
+        for ours, theirs in zip(dims, shape.dim):
+            if not ours.HasField("dim_value") and not ours.HasField("dim_param") and theirs.dim_param in named:
+                ours.dim_param = theirs.dim_param
+
+
+def _infer_output_types(model: onnx.ModelProto, missing: list[Any]) -> None:
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     names = {o.name for o in missing}

@@ -53,6 +53,7 @@ from graphdnn.graph import Graph, ValueInfo
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
 from graphdnn.ops.static import tensor_from_attr
+from graphdnn.small_dtypes import is_small
 from graphdnn.subgraphs import CAPTURES_KEY, set_signature
 
 __all__ = ["CONSTANT_LIMIT", "TrainablePolicy", "load_onnx"]
@@ -376,7 +377,8 @@ class _Importer:
 
     def _variable(self, value_name: str, value: torch.Tensor, bn_state: bool, producer: dict | None = None) -> None:
         op_name = self._free(value_name)
-        train = value.is_floating_point() and not bn_state and bool(self.policy(value_name, value))
+        floating = value.is_floating_point() and not is_small(value.dtype)  # float4/e8m0 codes do not train
+        train = floating and not bn_state and bool(self.policy(value_name, value))
         t = self.g.variable(op_name, value=value, trainable=train, scoped=False, copy=False)
         if op_name != value_name:
             t.op.meta["onnx_name"] = value_name
@@ -442,7 +444,7 @@ class _Importer:
         fill = tensor_from_attr(attrs["value"]).reshape(-1) if attrs.get("value") is not None else None
         if fill is None:
             fill = torch.zeros(1, dtype=torch.float32)
-        if not fill.is_floating_point() or fill.numel() != 1:
+        if not fill.is_floating_point() or is_small(fill.dtype) or fill.numel() != 1:
             return False
         # ONNX ConstantOfShape (every version): a tensor of ``shape`` filled with ``value`` (default
         # float32 zero).

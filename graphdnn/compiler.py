@@ -23,6 +23,7 @@ from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
 from graphdnn.names import identifier, split_tensor_name, state_key, tensor_name
 from graphdnn.ops.registry import OpDef, lookup
 from graphdnn.shapes import constant_value
+from graphdnn.small_dtypes import decode
 from graphdnn.subgraphs import captures, compile_body, has_subgraphs, subgraph_attrs
 
 TensorRef = Tensor | str
@@ -248,6 +249,8 @@ class _Builder:
     def _foldable(self, op: Op) -> bool:
         if op.type in _DETERMINISTIC_EXCLUDED or has_subgraphs(op):
             return False
+        if lookup(op.type, op.domain, self.graph.opset.get(op.domain)).region is not None:
+            return False
         if op.type == "Constant":
             return True
         return bool(op.inputs) and all(r is None or r in self.consts_by_ref for r in op.inputs)
@@ -257,7 +260,7 @@ class _Builder:
         args = [None if r is None else self.consts[self.consts_by_ref[r]] for r in op.inputs]
         for i in opdef.static_inputs:
             if i < len(args) and args[i] is not None:
-                args[i] = args[i].tolist()
+                args[i] = decode(args[i]).tolist()  # decode: int4 & co. as their values
         kwargs = dict(op.attrs)
         if opdef.num_outputs is None:
             kwargs["_outputs"] = len(op.outputs)
@@ -292,9 +295,9 @@ class _Builder:
 
     def _static(self, ref: str) -> Any:
         if ref in self.consts_by_ref:
-            return self.consts[self.consts_by_ref[ref]].tolist()
+            return decode(self.consts[self.consts_by_ref[ref]]).tolist()
         value = constant_value(self.graph, ref)
-        return None if value is None else value.tolist()
+        return None if value is None else decode(value).tolist()
 
     def _call(self, op: Op) -> None:
         opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
@@ -314,12 +317,25 @@ class _Builder:
                 self.root[target] = compile_body(body)
                 kwargs[key] = self.fx.get_attr(target)
             kwargs["_captures"] = captures(op)
+        if opdef.region is not None:  # e.g. Gradient: the part of this graph it differentiates
+            kwargs["_region"] = self._region(op, opdef)
         node = self._emit(opdef.lower, tuple(self._args(op, opdef)), kwargs, op.name)
         node.meta["graphdnn_name"] = op.name
         if opdef.num_outputs == 1:
             self.env[op.output()] = node
         else:
             self.env[tensor_name(op.name, -1)] = node
+
+    def _region(self, op: Op, opdef: OpDef) -> fx.Node:
+        ins, outs = opdef.region(op)
+        try:
+            refs = [self.graph.get_tensor(n).name for n in (*ins, *outs)]
+        except GraphError as exc:
+            raise GraphError(f"op {op.name!r} ({op.type}) names a tensor this graph lacks: {exc}") from exc
+        target = f"_region{len(self.bodies)}"
+        self.bodies.append(target)
+        self.root[target] = compile(self.graph, inputs=refs[: len(ins)], outputs=refs[len(ins):])
+        return self.fx.get_attr(target)
 
     def _emit(self, fn: Any, args: tuple, kwargs: dict[str, Any], op_name: str) -> fx.Node:
         return self.fx.create_node("call_function", fn, args, kwargs, name=identifier(op_name, "op"))

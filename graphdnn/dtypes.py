@@ -1,6 +1,9 @@
 """Data types by name: the graph stores dtypes as strings ("float32"); these map them to torch,
 numpy and ONNX ``TensorProto`` codes. Values that are not tensors (ONNX sequences and optionals)
-carry a type string such as ``seq(float32)`` instead; see ``value_type_name``."""
+carry a type string such as ``seq(float32)`` instead; see ``value_type_name``.
+
+ONNX's small types (int4, uint4, int2, uint2, float4_e2m1fn, float8_e8m0fnu) are held unpacked, one
+element per byte, in torch "shell" dtypes that carry the type; see ``graphdnn.small_dtypes``."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 import torch
 
 from graphdnn.errors import GraphError
+from graphdnn.small_dtypes import SMALL_DTYPES
 
 _TABLE: list[tuple[str, torch.dtype, int]] = [
     ("float32", torch.float32, 1),
@@ -28,6 +32,7 @@ _TABLE: list[tuple[str, torch.dtype, int]] = [
     ("complex128", torch.complex128, 15),
     ("bfloat16", torch.bfloat16, 16),
 ]
+_TABLE += [(info.name, dtype, info.onnx_code) for dtype, info in SMALL_DTYPES.items()]
 #: Strings have no torch dtype: string tensors are numpy object arrays of ``str`` in compiled code.
 STRING = "string"
 _BY_NAME = {name: (t, o) for name, t, o in _TABLE}

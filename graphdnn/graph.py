@@ -24,6 +24,7 @@ from graphdnn.dtypes import dtype_name, is_container_type, value_type_name
 from graphdnn.errors import GraphError
 from graphdnn.names import check_name, split_tensor_name, tensor_name
 from graphdnn.ops.registry import DEFAULT_OPSET, GRAPHDNN_DOMAIN, lookup
+from graphdnn.small_dtypes import clone, storage
 
 Shape = tuple[int | None, ...]
 VARIABLE, PLACEHOLDER = "Variable", "Placeholder"
@@ -381,14 +382,14 @@ class Graph:
         current = self.values.get(name)
         if current is not None:
             with torch.no_grad():
-                current.copy_(tensor)
+                storage(current).copy_(storage(tensor))  # int4 & co. copy as their bytes
             return
         if op.attrs.get("layout") == "io" and tensor.dim() == 2:
             # [in, out] kernels are kept column-major, the memory order of torch's Linear weights:
             # x @ kernel then runs the same GEMM as nn.Linear (about 9% faster forward + backward).
             owned = tensor if not copy and tensor.t().is_contiguous() else tensor.t().contiguous().t()
         else:
-            owned = tensor.clone() if copy else tensor
+            owned = clone(tensor) if copy else tensor
         if op.attrs["trainable"] and tensor.is_floating_point():
             self.values[name] = torch.nn.Parameter(owned, requires_grad=not op.attrs.get("frozen", False))
         else:

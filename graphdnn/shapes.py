@@ -18,6 +18,7 @@ import torch
 from graphdnn.dtypes import STRING, dtype_name, torch_dtype
 from graphdnn.errors import GraphError
 from graphdnn.names import split_tensor_name
+from graphdnn.small_dtypes import decode
 
 if TYPE_CHECKING:
     from graphdnn.graph import Graph, Op, ValueInfo
@@ -62,7 +63,7 @@ def infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
 def _memo_key(graph: Graph, op: Op, opdef: OpDef, count: int) -> tuple | None:
     """A key for ops whose inference depends only on input shapes/dtypes and attributes
     (``repr`` of the attributes: cheap, and a spelling difference only costs a cache miss)."""
-    if opdef.static_inputs or opdef.infer is not None or not op.inputs or _has_body(op):
+    if opdef.static_inputs or opdef.infer is not None or not op.inputs or _has_body(op) or opdef.region:
         return None
     ins = tuple(None if ref is None else _key_of(_info(graph, ref)) for ref in op.inputs)
     return (opdef.domain, opdef.op_type, opdef.since_version, count, repr(op.attrs), ins)
@@ -76,7 +77,7 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     from graphdnn.graph import ValueInfo
 
     unknown = [ValueInfo(None, None) for _ in range(count)]
-    if _has_body(op):  # control flow: output shapes depend on the branch taken / trip count
+    if _has_body(op) or opdef.region is not None:  # control flow, Gradient: not from inputs alone
         return unknown
     if opdef.infer is not None:  # the op's own rule, ``infer(graph, op) -> [(shape, dtype)]``
         infos = [ValueInfo(shape, dtype) for shape, dtype in opdef.infer(graph, op)][:count]
@@ -90,7 +91,7 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
             value = constant_value(graph, ref)
             if value is None:
                 return unknown
-            args.append(value.tolist())
+            args.append(decode(value).tolist())  # int4 & co. as their values
             continue
         info = _info(graph, ref)
         if info.shape is None or info.dtype is None or info.dtype == STRING:

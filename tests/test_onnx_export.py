@@ -66,6 +66,8 @@ def test_names_inference_form_and_ort_parity(tmp_path, kind):
     assert [i.name for i in model.graph.input] == ["X"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [o.name for o in model.graph.output] == ["dnn/outputs/BiasAdd:0"]
+    out_dims = model.graph.output[0].type.tensor_type.shape.dim  # the batch axis keeps its name downstream
+    assert (out_dims[0].dim_param, out_dims[1].dim_value) == ("batch", 10)
     # dropout in inference form: an Identity with the same node and value names; no rate constant
     assert nodes["dnn/drop/Dropout"].op_type == "Identity"
     assert not any("rate" in n for n in nodes)

@@ -3,6 +3,7 @@
 from graphdnn.ops import (  # noqa: F401
     activations,
     attention,
+    autodiff,
     control,
     conv,
     detection,
@@ -12,6 +13,7 @@ from graphdnn.ops import (  # noqa: F401
     loss,
     nn,
     norm,
+    preview,
     project,
     quant,
     random_ops,
@@ -20,6 +22,7 @@ from graphdnn.ops import (  # noqa: F401
     rnn,
     sequence,
     signal,
+    stateful,
     strings,
     tensor,
 )

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from graphdnn.ops.registry import register
-from graphdnn.ops.static import as_float, as_ints
+from graphdnn.ops.static import as_floats, as_ints
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,17 +183,6 @@ def _suppression_rows(
     return ok & (inter / torch.where(ok, union, 1.0) > iou_threshold)
 
 
-def _floats(value: Any) -> list[float]:
-    """An optional scalar input as a list of floats ([] when absent or empty)."""
-    if value is None:
-        return []
-    if isinstance(value, torch.Tensor):
-        return [float(v) for v in value.reshape(-1).tolist()]
-    if isinstance(value, (list, tuple)):
-        return [float(v) for v in value]
-    return [as_float(value)]
-
-
 @register("NonMaxSuppression", since=10, static_inputs=(2, 3, 4))
 def non_max_suppression(
     boxes: torch.Tensor,
@@ -210,9 +199,9 @@ def non_max_suppression(
     ``iou_threshold``, until ``max_output_boxes_per_class`` are kept (0 or absent: none)."""
     limit = as_ints(max_output_boxes_per_class) if max_output_boxes_per_class is not None else []
     limit = max(limit[0], 0) if limit else 0
-    iou = _floats(iou_threshold)
+    iou = as_floats(iou_threshold)
     iou_thr = iou[0] if iou else 0.0
-    score = _floats(score_threshold)
+    score = as_floats(score_threshold)
     score_thr = score[0] if score else None
     selected: list[tuple[int, int, int]] = []
     if limit > 0:

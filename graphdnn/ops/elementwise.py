@@ -15,6 +15,7 @@ import torch
 from graphdnn.ops._util import legacy_broadcast, narrow, widen
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import dtype_from_onnx
+from graphdnn.small_dtypes import decode, encode, is_small
 
 
 def _binary(fn):
@@ -254,8 +255,14 @@ def clip(x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | Non
 _FLOAT8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
 
 
-def cast_to(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1) -> torch.Tensor:
-    """ONNX Cast semantics: float8 targets saturate (or overflow to NaN/Inf) per ``saturate``."""
+def cast_to(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
+    """ONNX Cast semantics: float8 targets saturate (or overflow to NaN/Inf) per ``saturate``; the
+    small types (int4, float4_e2m1fn, float8_e8m0fnu...) convert as ``small_dtypes.encode`` says."""
+    if x.dtype == dtype:
+        return x
+    if is_small(dtype):
+        return encode(x, dtype, saturate, round_mode)
+    x = decode(x)  # a small-type source: its values (int8/uint8/float32)
     if x.dtype == dtype:
         return x
     if dtype in _FLOAT8:
@@ -283,12 +290,12 @@ def _to_code(to) -> int:
 
 @register("Cast", since=1)
 def cast(x: torch.Tensor, *, to, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
-    return cast_to(x, dtype_from_onnx(_to_code(to)), saturate)
+    return cast_to(x, dtype_from_onnx(_to_code(to)), saturate, round_mode)
 
 
 @register("CastLike", since=15)
 def cast_like(x: torch.Tensor, target: torch.Tensor, *, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
-    return cast_to(x, target.dtype, saturate)
+    return cast_to(x, target.dtype, saturate, round_mode)
 
 
 @register("BitCast", since=26)

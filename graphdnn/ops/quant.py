@@ -1,7 +1,7 @@
 """Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul,
-QLinearConv (ONNX semantics: per-tensor, per-axis and blocked scales; int8/uint8/int16/uint16/int32
-and float8 targets). Sub-byte types (int4, uint4, int2, float4) have no torch dtype and are not
-supported."""
+QLinearConv (ONNX semantics: per-tensor, per-axis and blocked scales; int8/uint8/int16/uint16/int32,
+float8 and the small types int4/uint4/int2/uint2/float4_e2m1fn, held unpacked as ``graphdnn.small_dtypes``
+describes)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from graphdnn.ops.conv import conv
 from graphdnn.ops.elementwise import cast_to
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import dtype_from_onnx
+from graphdnn.small_dtypes import decode, int_range
 
 
 def _expand_param(p: torch.Tensor, x: torch.Tensor, axis: int, block_size: int) -> torch.Tensor:
@@ -29,15 +30,15 @@ def _expand_param(p: torch.Tensor, x: torch.Tensor, axis: int, block_size: int) 
 
 def _quantize(x: torch.Tensor, scale, zero_point, dtype: torch.dtype, saturate: int = 1) -> torch.Tensor:
     scaled = x.to(torch.float32) / scale.to(torch.float32)
-    if dtype.is_floating_point:  # float8: no rounding step, the cast rounds to nearest even
+    if dtype.is_floating_point:  # float8/float4: no rounding step, the cast rounds to nearest even
         if zero_point is not None:
             scaled = scaled + zero_point.to(torch.float32)
         return cast_to(scaled, dtype, saturate)
     y = torch.round(scaled)
     if zero_point is not None:
         y = y + zero_point.to(torch.float32)
-    info = torch.iinfo(dtype)
-    return torch.clamp(y, info.min, info.max).to(torch.int64).to(dtype)
+    lo, hi = int_range(dtype)
+    return cast_to(torch.clamp(y, lo, hi).to(torch.int64), dtype)
 
 
 @register("QuantizeLinear", since=10)
@@ -61,7 +62,7 @@ def quantize_linear(
     else:
         dtype = torch.uint8
     scale = _expand_param(y_scale, x, axis, block_size)
-    zp = _expand_param(y_zero_point, x, axis, block_size) if y_zero_point is not None else None
+    zp = _expand_param(decode(y_zero_point), x, axis, block_size) if y_zero_point is not None else None
     return _quantize(x, scale, zp, dtype, saturate)
 
 
@@ -77,9 +78,9 @@ def dequantize_linear(
 ) -> torch.Tensor:
     """``(x - x_zero_point) * x_scale`` in the scale's type (or ``output_dtype``)."""
     scale = _expand_param(x_scale, x, axis, block_size)
-    xf = x.to(torch.float32)
+    xf = decode(x).to(torch.float32)
     if x_zero_point is not None:
-        xf = xf - _expand_param(x_zero_point, x, axis, block_size).to(torch.float32)
+        xf = xf - _expand_param(decode(x_zero_point), x, axis, block_size).to(torch.float32)
     out = dtype_from_onnx(output_dtype) if output_dtype else x_scale.dtype
     return (xf * scale.to(torch.float32)).to(out)
 

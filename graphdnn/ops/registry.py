@@ -43,6 +43,10 @@ class OpDef:
     infer: Callable[..., Any] | None = None
     #: Indices of inputs the lowering needs as Python values (shapes, axes...); see ``ops.static``.
     static_inputs: tuple[int, ...] = ()
+    #: For ops that differentiate part of their own graph (ONNX ``Gradient``): ``region(op) ->
+    #: (input value names, output value names)``; the lowering receives ``_region``, a module compiled
+    #: from the same graph that computes those outputs from those inputs.
+    region: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[tuple[str, str], list[OpDef]] = {}
@@ -57,12 +61,13 @@ def register(
     uses_training: bool = False,
     infer: Callable[..., Any] | None = None,
     static_inputs: tuple[int, ...] = (),
+    region: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn`` as the lowering of ``op_type`` from opset ``since`` on."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         versions = _REGISTRY.setdefault((domain, op_type), [])
-        opdef = OpDef(op_type, domain, since, fn, num_outputs, uses_training, infer, tuple(static_inputs))
+        opdef = OpDef(op_type, domain, since, fn, num_outputs, uses_training, infer, tuple(static_inputs), region)
         keys = [v.since_version for v in versions]
         pos = bisect.bisect_left(keys, since)
         if pos < len(keys) and keys[pos] == since:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from graphdnn.ops.registry import register
-from graphdnn.ops.static import as_ints
+from graphdnn.ops.static import as_floats, as_ints
 
 
 def _nearest_coeffs(mode: str):
@@ -142,8 +142,8 @@ def _resize(
     r = x.dim()
     axes = [a + r if a < 0 else a for a in as_ints(axes)] if axes is not None else list(range(r))
     roi_full = None
-    if roi is not None and len(_floats(roi)):
-        values = _floats(roi)
+    if roi is not None and len(as_floats(roi)):
+        values = as_floats(roi)
         roi_full = [0.0] * r + [1.0] * r
         k = len(axes)
         for i, a in enumerate(axes):
@@ -161,7 +161,7 @@ def _resize(
             out = [int(s * in_shape[i] + 0.5) if i in axes else in_shape[i] for i in range(r)]
     else:
         factors = [1.0] * r
-        for a, s in zip(axes, _floats(scales)):
+        for a, s in zip(axes, as_floats(scales)):
             factors[a] = s
         out = [int(f * d) for f, d in zip(factors, in_shape)]
 
@@ -200,16 +200,6 @@ def _resize(
         return y.to(x.dtype)
     info = torch.iinfo(x.dtype)
     return torch.clamp(torch.round(y), info.min, info.max).to(x.dtype)
-
-
-def _floats(value) -> list[float]:
-    if value is None:
-        return []
-    if isinstance(value, torch.Tensor):
-        return [float(v) for v in value.reshape(-1).tolist()]
-    if isinstance(value, (list, tuple)):
-        return [float(v) for v in value]
-    return [float(value)]
 
 
 @register("Resize", since=10, static_inputs=(1,))

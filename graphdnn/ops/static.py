@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from graphdnn.small_dtypes import encode, is_small
+
 
 def as_ints(value: Any) -> list[int]:
     """A list of ints from a tensor, list, tuple or scalar."""
@@ -19,6 +21,17 @@ def as_ints(value: Any) -> list[int]:
     if isinstance(value, (list, tuple)):
         return [int(v) for v in value]
     return [int(value)]
+
+
+def as_floats(value: Any) -> list[float]:
+    """A list of floats from a tensor, list, tuple or scalar ([] for None or an empty input)."""
+    if value is None:
+        return []
+    if isinstance(value, torch.Tensor):
+        return [float(v) for v in value.reshape(-1).tolist()]
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return [float(value)]
 
 
 def as_float(value: Any) -> float:
@@ -66,7 +79,10 @@ def tensor_from_attr(value: Any) -> torch.Tensor:
         return value
     dtype = dtype_from_name(value["dtype"])
     data = value["data"]
-    if dtype.is_floating_point and dtype not in (torch.float32, torch.float64):
+    if is_small(dtype):  # int4, float4_e2m1fn...: exact values, encoded one per byte
+        base = torch.tensor(data, dtype=torch.float64 if dtype.is_floating_point else torch.int64)
+        t = encode(base, dtype)
+    elif dtype.is_floating_point and dtype not in (torch.float32, torch.float64):
         t = torch.tensor(data, dtype=torch.float64).to(dtype)
     elif dtype in (torch.uint16, torch.uint32, torch.uint64):
         t = torch.tensor(data, dtype=torch.int64).to(dtype)

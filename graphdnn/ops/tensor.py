@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from graphdnn.ops._util import narrow, norm_axis, widen
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_ints, dtype_from_onnx, tensor_from_attr
+from graphdnn.small_dtypes import clone, decode, encode, is_small, storage
 
 
 @register("Identity", since=1)
@@ -302,6 +303,9 @@ def _pad_index(n: int, begin: int, end: int, mode: str, device) -> torch.Tensor:
 
 
 def _pad(x: torch.Tensor, pads: list[int], mode: str, value, axes: list[int] | None) -> torch.Tensor:
+    if is_small(x.dtype):  # int4, float4...: pad the bytes, with the fill's code
+        code = storage(encode(torch.tensor(0 if value is None else value), x.dtype)).item()
+        return _pad(storage(x), pads, mode, code, axes).view(x.dtype)
     rank = x.dim()
     axes = [norm_axis(a, rank) for a in axes] if axes is not None else list(range(rank))
     half = len(axes)
@@ -334,7 +338,7 @@ def _scalar(value):
     if value is None:
         return None
     if isinstance(value, torch.Tensor):
-        return value.reshape(-1)[0].item() if value.numel() else None
+        return decode(value).reshape(-1)[0].item() if value.numel() else None
     if isinstance(value, (list, tuple)):
         return value[0] if value else None
     return value
@@ -405,7 +409,7 @@ def constant_of_shape(shape, *, value=None) -> torch.Tensor:
     if value is None:
         return torch.zeros(as_ints(shape), dtype=torch.float32)
     fill = tensor_from_attr(value).reshape(-1)
-    return fill.expand(1).reshape([1] * len(as_ints(shape))).expand(as_ints(shape)).clone()
+    return clone(fill.expand(1).reshape([1] * len(as_ints(shape))).expand(as_ints(shape)))
 
 
 @register("Range", since=11)
