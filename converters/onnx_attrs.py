@@ -48,7 +48,9 @@ def tensor_to_attr_dict(tensor: TensorProto, where: str = "tensor attribute") ->
     """The JSON-safe dict form of a ``TensorProto``."""
     name = _type_name(tensor.data_type, where)
     array = numpy_helper.to_array(tensor)
-    if array.dtype.kind in "fc" or name.startswith(("float8", "float4", "bfloat16")):
+    if name == "string":  # str (or bytes, decoded) values
+        data = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()]
+    elif array.dtype.kind in "fc" or name.startswith(("float8", "float4", "bfloat16")):
         data = array.astype(np.float64 if array.dtype.kind != "c" else np.complex128).reshape(-1).tolist()
     elif array.dtype.kind not in "biu":  # int4/uint4/int2/uint2 (ml_dtypes): plain ints
         data = array.astype(np.int64).reshape(-1).tolist()

@@ -155,6 +155,9 @@ def _schema(op_type: str, opset: int, domain: str) -> Any:
 def _tensor_attr(value: Any, where: str) -> TensorProto:
     if isinstance(value, TensorProto):
         return value
+    if isinstance(value, dict) and value.get("dtype") == "string":
+        data = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value["data"]]
+        return helper.make_tensor("", TensorProto.STRING, [int(d) for d in value["shape"]], data)
     if isinstance(value, dict) or isinstance(value, torch.Tensor):
         return torch_to_proto(tensor_from_attr(value), "")
     raise GraphError(f"{where}: a TENSOR attribute must be a {{dtype, shape, data}} literal, got {type(value)}")

@@ -273,3 +273,39 @@ def test_load_from_path(tmp_path):
     got = module(torch.from_numpy(boxes), torch.from_numpy(scores)).numpy()
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(got, sess.run(None, feeds)[0])
+
+
+def test_equal_compares_string_tensors_like_onnxruntime():
+    a = np.array([["cat", "dog"], ["", "émoji 🙂"]], dtype=object)
+    b = np.array(["cat", "émoji 🙂"], dtype=object)
+    node = helper.make_node("Equal", ["a", "b"], ["y"])
+    graph = helper.make_graph([node], "eq", [helper.make_tensor_value_info("a", TensorProto.STRING, [2, 2]),
+                                             helper.make_tensor_value_info("b", TensorProto.STRING, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.BOOL, [2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"a": a, "b": b})[0]
+    g = load_onnx(model)
+    out = gd.compile(g, inputs=g.meta["onnx"]["inputs"], outputs=g.meta["onnx"]["outputs"])(a, b)
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_string_constants_run_and_export_like_onnxruntime():
+    nodes = [helper.make_node("Constant", [], ["k"], value=helper.make_tensor("kv", TensorProto.STRING, [2],
+                                                                               [b"cat", b"dog"])),
+             helper.make_node("Constant", [], ["s"], value_strings=["cat", "x"]),
+             helper.make_node("Equal", ["a", "k"], ["y"]), helper.make_node("Equal", ["a", "s"], ["z"])]
+    graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("a", TensorProto.STRING, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.BOOL, [2]),
+                               helper.make_tensor_value_info("z", TensorProto.BOOL, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    a = np.array(["cat", "cow"], dtype=object)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})
+    g = load_onnx(model)
+    out = gd.compile(g, inputs=["a"], outputs=g.meta["onnx"]["outputs"])(a)
+    for o, e in zip(out, expected):
+        np.testing.assert_array_equal(o.numpy(), e)
+    exported = gd.export_onnx(g, None, inputs=["a"], outputs=g.meta["onnx"]["outputs"])
+    again = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})
+    for o, e in zip(again, expected):
+        np.testing.assert_array_equal(o, e)

@@ -11,6 +11,7 @@ from graphdnn.ops import (  # noqa: F401
     image,
     linalg,
     loss,
+    ml,
     nn,
     norm,
     preview,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
+import numpy as np
 import torch
 
 from graphdnn.ops._util import legacy_broadcast, narrow, widen
@@ -182,6 +184,15 @@ def _compare(op_type: str, fn, versions: tuple[int, ...]) -> None:
 
 
 _compare("Equal", torch.eq, (1, 7))
+
+
+@register("Equal", since=19)
+def equal(a: Any, b: Any) -> torch.Tensor:
+    """Equal-19 also compares string tensors (numpy arrays of ``str``), elementwise with broadcasting."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return torch.from_numpy(np.asarray(np.asarray(a) == np.asarray(b), dtype=bool))
+    _, (wa, wb) = widen(a, b)
+    return torch.eq(wa, wb if wb.dtype == wa.dtype else wb.to(wa.dtype))
 _compare("Less", torch.lt, (1, 7))
 _compare("Greater", torch.gt, (1, 7))
 _compare("LessOrEqual", torch.le, (12,))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from graphdnn.small_dtypes import encode, is_small
@@ -74,9 +75,12 @@ def dtype_from_name(name: str) -> torch.dtype:
 def tensor_from_attr(value: Any) -> torch.Tensor:
     """A tensor from a TENSOR attribute's JSON-safe form ``{"dtype", "shape", "data"}``.
 
-    Also accepts an already-built tensor (returned as is)."""
+    Also accepts an already-built tensor (returned as is). String tensors have no torch form: this
+    raises for them; ``array_from_attr`` turns them into numpy arrays of ``str``."""
     if isinstance(value, torch.Tensor):
         return value
+    if value["dtype"] == "string":
+        raise TypeError("a string TENSOR attribute has no torch form; use ops.static.array_from_attr")
     dtype = dtype_from_name(value["dtype"])
     data = value["data"]
     if is_small(dtype):  # int4, float4_e2m1fn...: exact values, encoded one per byte
@@ -89,3 +93,14 @@ def tensor_from_attr(value: Any) -> torch.Tensor:
     else:
         t = torch.tensor(data, dtype=dtype)
     return t.reshape([int(d) for d in value["shape"]])
+
+
+def array_from_attr(value: Any) -> torch.Tensor | np.ndarray:
+    """``tensor_from_attr``, except that a string tensor becomes a numpy array of ``str`` (object dtype),
+    the run-time form of string tensors."""
+    if isinstance(value, dict) and value.get("dtype") == "string":
+        data = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value["data"]]
+        return np.array(data, dtype=object).reshape([int(d) for d in value["shape"]])
+    if isinstance(value, np.ndarray):
+        return value
+    return tensor_from_attr(value)

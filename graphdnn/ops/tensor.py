@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from graphdnn.ops._util import narrow, norm_axis, widen
 from graphdnn.ops.registry import register
-from graphdnn.ops.static import as_ints, dtype_from_onnx, tensor_from_attr
+from graphdnn.ops.static import array_from_attr, as_ints, dtype_from_onnx, tensor_from_attr
 from graphdnn.small_dtypes import clone, decode, encode, is_small, storage
 
 
@@ -386,9 +387,10 @@ def constant(
     value_string=None,
     value_strings=None,
 ) -> torch.Tensor:
-    """A literal (TENSOR attributes arrive as ``{"dtype", "shape", "data"}``)."""
+    """A literal (TENSOR attributes arrive as ``{"dtype", "shape", "data"}``); string literals are
+    numpy arrays of ``str``, the run-time form of string tensors."""
     if value is not None:
-        return tensor_from_attr(value)
+        return array_from_attr(value)
     if sparse_value is not None:
         return tensor_from_attr(sparse_value)
     if value_float is not None:
@@ -399,8 +401,10 @@ def constant(
         return torch.tensor(value_int, dtype=torch.int64)
     if value_ints is not None:
         return torch.tensor(value_ints, dtype=torch.int64)
-    if value_string is not None or value_strings is not None:
-        raise NotImplementedError("string constants are not supported")
+    if value_string is not None:
+        return np.array(value_string, dtype=object)
+    if value_strings is not None:
+        return np.array(list(value_strings), dtype=object)
     raise ValueError("Constant needs one of value, value_float(s), value_int(s)")
 
 
