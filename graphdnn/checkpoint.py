@@ -34,6 +34,7 @@ import torch
 from graphdnn.dtypes import dtype_name
 from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph
+from graphdnn.small_dtypes import storage
 
 FORMAT = "graphdnn-checkpoint"
 VERSION = 1
@@ -88,7 +89,7 @@ def _prepare(values: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     views: dict[tuple, str] = {}
     storages: set[int] = set()
     for name, value in values.items():
-        t = value.detach()
+        t = storage(value.detach())  # int4 & co. are written as the int8/uint8 bytes that hold them
         if t.dtype not in _CODES:
             raise GraphError(f"variable {name!r}: dtype {t.dtype} cannot be stored in safetensors")
         if t.is_sparse or t.layout != torch.strided:

@@ -24,7 +24,7 @@ from graphdnn.dtypes import dtype_name, is_container_type, value_type_name
 from graphdnn.errors import GraphError
 from graphdnn.names import check_name, split_tensor_name, tensor_name
 from graphdnn.ops.registry import DEFAULT_OPSET, GRAPHDNN_DOMAIN, lookup
-from graphdnn.small_dtypes import clone, storage
+from graphdnn.small_dtypes import SMALL_DTYPES, clone, int_range, storage
 
 Shape = tuple[int | None, ...]
 VARIABLE, PLACEHOLDER = "Variable", "Placeholder"
@@ -378,7 +378,7 @@ class Graph:
         tensor = torch.as_tensor(value).detach()
         if list(tensor.shape) != op.attrs["shape"]:
             raise GraphError(f"variable {name!r}: value has shape {list(tensor.shape)}, expected {op.attrs['shape']}")
-        tensor = tensor.to(_dtype(op.attrs["dtype"]))
+        tensor = _as_dtype(tensor, _dtype(op.attrs["dtype"]), name)
         current = self.values.get(name)
         if current is not None:
             with torch.no_grad():
@@ -577,6 +577,22 @@ def _is_tensor_of(graph: Graph, name: str) -> bool:
     """Whether ``name`` is literally ``op:i`` of an existing op (such names win over aliases)."""
     op_name, index = split_tensor_name(name)
     return name != op_name and op_name in graph.nx and index < len(graph.nx.nodes[op_name]["op"].outputs)
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """``tensor`` as ``dtype``; a small type (int4...) takes the int8/uint8 bytes it is stored in (how
+    checkpoints hold it) as they are, after a range check for the integer kinds."""
+    info = SMALL_DTYPES.get(dtype)
+    if info is None or tensor.dtype == dtype:
+        return tensor.to(dtype)
+    if tensor.dtype != info.storage:
+        raise GraphError(f"variable {name!r} is {dtype_name(dtype)}: give its values as {info.storage} "
+                         f"(one value per byte), not {tensor.dtype}")
+    if info.kind in ("int", "uint") and tensor.numel():
+        low, high = int_range(dtype)
+        if int(tensor.min()) < low or int(tensor.max()) > high:
+            raise GraphError(f"variable {name!r}: values outside the {dtype_name(dtype)} range [{low}, {high}]")
+    return tensor.view(dtype)
 
 
 def _dtype(name: Any) -> torch.dtype:

@@ -17,8 +17,9 @@ from converters.onnx_export import export_onnx
 from converters.onnx_import import load_onnx
 from converters.onnx_tensors import array_to_torch, proto_to_torch, torch_to_array, torch_to_proto
 from graphdnn.dtypes import dtype_name, onnx_code, onnx_to_name, torch_dtype
+from graphdnn.errors import GraphError
 from graphdnn.ops.registry import lookup
-from graphdnn.small_dtypes import decode, encode
+from graphdnn.small_dtypes import decode, encode, storage
 
 # Rounding ties, saturation, wrap-around, negatives, signed zero and the special values.
 CAST_VALUES = np.array(
@@ -116,6 +117,29 @@ def test_int4_initializer_round_trip_keeps_type_and_bytes(tmp_path):
     x = np.random.default_rng(2).standard_normal((3, 64)).astype(np.float32)
     np.testing.assert_array_equal(_run(module, x)[0].numpy(), _run(module2, x)[0].numpy())
     np.testing.assert_allclose(_run(module2, x)[0].numpy(), _ort(exported, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [TensorProto.INT4, TensorProto.UINT4])
+def test_small_type_variables_save_load_and_restore(tmp_path, kind):
+    """Checkpoints hold int4/uint4 variables as their int8/uint8 bytes; the graph keeps the type."""
+    graph, module = _compile(_int4_weight_model(kind=kind))
+    path = tmp_path / "q.safetensors"
+    gd.save(graph, path)
+    loaded = gd.load(path)
+    assert loaded.values["W"].dtype == graph.values["W"].dtype
+    expected = "int4" if kind == TensorProto.INT4 else "uint4"
+    assert loaded.get_tensor("W").dtype == graph.get_tensor("W").dtype == expected
+    assert torch.equal(storage(loaded.values["W"]), storage(graph.values["W"]))
+    x = np.random.default_rng(3).standard_normal((3, 64)).astype(np.float32)
+    module2 = gd.compile(loaded, inputs=loaded.meta["onnx"]["inputs"], outputs=loaded.meta["onnx"]["outputs"])
+    np.testing.assert_array_equal(_run(module, x)[0].numpy(), _run(module2, x)[0].numpy())
+    fresh, _ = _compile(_int4_weight_model(kind=kind))
+    shape, raw = tuple(fresh.get_tensor("W").shape), storage(fresh.values["W"]).dtype
+    fresh.set_value("W", torch.zeros(shape, dtype=raw))
+    gd.restore(fresh, path, include="W")
+    assert torch.equal(storage(fresh.values["W"]), storage(graph.values["W"]))
+    with pytest.raises(GraphError, match="range"):
+        fresh.set_value("W", torch.full(shape, 100, dtype=raw))
 
 
 @pytest.mark.parametrize("np_type", [ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2,
