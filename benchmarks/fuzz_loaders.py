@@ -72,6 +72,45 @@ class Seed:
     steps: list[tuple[str, str]]
 
 
+def _control_flow_model() -> Any:
+    """A Loop whose body holds an If and reads an outer initializer, then a Scan: bodies to mutate."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    def vi(name: str, elem: int, shape: list | None) -> Any:
+        return h.make_tensor_value_info(name, elem, shape)
+
+    then_g = h.make_graph([h.make_node("Mul", ["v_in", "k"], ["v_then"])], "then", [], [vi("v_then", T.FLOAT, [4])])
+    else_g = h.make_graph([h.make_node("Neg", ["v_in"], ["v_else"])], "else", [], [vi("v_else", T.FLOAT, [4])])
+    body = h.make_graph(
+        [h.make_node("Greater", ["i", "one"], ["big"]),
+         h.make_node("If", ["big"], ["v_out"], then_branch=then_g, else_branch=else_g),
+         h.make_node("Identity", ["c_in"], ["c_out"])],
+        "loop_body", [vi("i", T.INT64, []), vi("c_in", T.BOOL, []), vi("v_in", T.FLOAT, [4])],
+        [vi("c_out", T.BOOL, []), vi("v_out", T.FLOAT, [4])], [h.make_tensor("one", T.INT64, [], [1])])
+    scan_nodes = [h.make_node("Add", ["s_in", "x_t"], ["s_out"]), h.make_node("Identity", ["s_out"], ["y_t"])]
+    scan_body = h.make_graph(scan_nodes, "scan_body", [vi("s_in", T.FLOAT, [4]), vi("x_t", T.FLOAT, [4])],
+                             [vi("s_out", T.FLOAT, [4]), vi("y_t", T.FLOAT, [4])])
+    graph = h.make_graph(
+        [h.make_node("Loop", ["M", "", "v0"], ["v"], body=body, name="loop"),
+         h.make_node("Scan", ["v", "xs"], ["s", "ys"], body=scan_body, num_scan_inputs=1, name="scan")],
+        "control_flow", [vi("M", T.INT64, []), vi("v0", T.FLOAT, [4]), vi("xs", T.FLOAT, [3, 4])],
+        [vi("s", T.FLOAT, [4]), vi("ys", T.FLOAT, [3, 4])], [h.make_tensor("k", T.FLOAT, [], [2.0])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def _graphs(graph: Any) -> list[Any]:
+    """``graph`` and every control-flow body nested in it."""
+    import onnx
+
+    found = [graph]
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                found += _graphs(a.g)
+    return found
+
+
 def _small_graph(seed: int = 0) -> Any:
     import torch
 
@@ -120,6 +159,10 @@ def make_seeds(work: Path) -> dict[str, list[Seed]]:
     d.mkdir()
     gd.export_onnx(g, d / "m.onnx")
     seeds["onnx"].append(Seed("onnx", "export", _files(d), "m.onnx", [("load", "m.onnx")]))
+    d = work / "onnx_control_flow"
+    d.mkdir()
+    (d / "cf.onnx").write_bytes(_control_flow_model().SerializeToString())
+    seeds["onnx"].append(Seed("onnx", "control_flow", _files(d), "cf.onnx", [("load", "cf.onnx")]))
 
     for model in ("tf1_dnn", "tf1_bn"):
         files = _files(FOREIGN / model)
@@ -416,8 +459,8 @@ def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
 
     model = onnx.ModelProto()
     model.ParseFromString(data)
-    g = model.graph
-    kind = rng.randrange(12)
+    g = rng.choice(_graphs(model.graph))  # the main graph or a control-flow body
+    kind = rng.randrange(13)
     if kind == 0 and g.initializer:  # initializer dims / dtype / payload lie
         t = rng.choice(g.initializer)
         what = rng.randrange(5)
@@ -500,6 +543,28 @@ def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
             g.node.add().CopyFrom(g.node[i])
     elif kind == 10:
         return mutate_protobuf(data, rng)
+    elif kind == 11:  # bodies: dropped, swapped for another, or nested far too deep
+        nodes = [n for gr in _graphs(model.graph) for n in gr.node if n.attribute]
+        node = rng.choice(nodes) if nodes else None
+        bodies = [a for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] if node else []
+        what = rng.randrange(3)
+        if bodies and what == 0:
+            node.attribute.remove(rng.choice(bodies))
+        elif bodies and what == 1:  # (through bytes: a graph copied into its own body would alias itself)
+            donor = rng.choice(_graphs(model.graph)).SerializeToString()
+            target = rng.choice(bodies).g
+            target.Clear()
+            target.ParseFromString(donor)
+        elif model.graph.output:  # an If whose branches are Ifs ... down to the main graph
+            inner, out = model.graph, model.graph.output[0]
+            leaf = onnx.helper.make_graph([], "leaf", [], [out])
+            for _ in range(rng.choice((5, 20, 40))):
+                try:
+                    node = onnx.helper.make_node("If", ["M"], [out.name], then_branch=inner, else_branch=leaf)
+                except Exception:  # protobuf's own depth limit: as deep as it lets us
+                    break
+                inner = onnx.helper.make_graph([node], "nest", [], [out])
+            model.graph.node.add().CopyFrom(inner.node[0])
     else:
         return mutate_bytes(data, rng)
     return model.SerializeToString()
@@ -861,15 +926,16 @@ def make_case(seeds: dict[str, list[Seed]], fmt: str, index: int, base_seed: int
 def _run_steps(folder: Path, steps: list[tuple[str, str]]) -> None:
     import graphdnn as gd
     from converters.named_tensors import read_named_tensors
+    from graphdnn.small_dtypes import storage
 
     for kind, rel in steps:
         path = folder / rel
         if kind == "load":
             graph = gd.load(path)
-            for op in graph.variables():  # every value is materialized
+            for op in graph.variables():  # every value is materialized (int4 & co. through their bytes)
                 value = graph.values.get(op.name)
                 if value is not None:
-                    value.sum()
+                    storage(value).sum()
         elif kind == "tensors":
             for _, value in read_named_tensors(path).read(read_named_tensors(path).names()):
                 value.sum()

@@ -47,7 +47,14 @@ def _type_name(code: int, where: str) -> str:
 def tensor_to_attr_dict(tensor: TensorProto, where: str = "tensor attribute") -> dict[str, Any]:
     """The JSON-safe dict form of a ``TensorProto``."""
     name = _type_name(tensor.data_type, where)
-    array = numpy_helper.to_array(tensor)
+    if tensor.data_location == TensorProto.EXTERNAL:
+        raise FileFormatError(f"{where}: tensor {tensor.name!r} points at external data, which attributes and "
+                              "control-flow bodies cannot use")
+    try:
+        array = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # dims that lie about the payload
+        raise FileFormatError(f"{where}: tensor {tensor.name!r} with dims {list(tensor.dims)} does not match its "
+                              f"data ({exc}); the file is corrupted") from None
     if name == "string":  # str (or bytes, decoded) values
         data = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()]
     elif array.dtype.kind in "fc" or name.startswith(("float8", "float4", "bfloat16")):

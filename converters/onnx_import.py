@@ -306,7 +306,7 @@ class _Importer:
             op_name = self._free(value_name)
             tensor = self.inits[value_name]
             shape, dtype = tuple(int(d) for d in tensor.dims), dtype_name_of_code(tensor.data_type)
-            attrs = {"value": tensor_to_attr_dict(tensor, f"{self.source}: initializer {value_name!r}")}
+            attrs = {"value": tensor_to_attr_dict(tensor, f"initializer {value_name!r}")}
             self.g.add_op("Constant", [], attrs, op_name, outputs=[ValueInfo(shape, dtype)], scoped=False)
             if op_name != value_name:
                 self.g.get_operation(op_name).meta["onnx_name"] = value_name

@@ -51,11 +51,6 @@ def torch_to_proto(tensor: torch.Tensor, name: str) -> TensorProto:
 
 def proto_to_torch(proto: TensorProto, where: str = "tensor") -> torch.Tensor:
     """The torch tensor of a ``TensorProto`` (external data must already be loaded)."""
-    if proto.data_type in _RAW_BY_CODE:
-        dtype, view = _RAW_BY_CODE[proto.data_type]
-        array = numpy_helper.to_array(proto)
-        raw = np.ascontiguousarray(array).view(np.int16 if view == torch.int16 else np.uint8)
-        return torch.from_numpy(raw.copy()).view(dtype).reshape([int(d) for d in proto.dims])
     if proto.data_type == TensorProto.STRING:
         raise FileFormatError(f"{where}: string tensors are not supported by graphdnn")
     try:
@@ -64,6 +59,10 @@ def proto_to_torch(proto: TensorProto, where: str = "tensor") -> torch.Tensor:
         kind = TensorProto.DataType.Name(proto.data_type) if proto.data_type in TensorProto.DataType.values() else (
             proto.data_type)
         raise FileFormatError(f"{where}: cannot read tensor of element type {kind}: {exc}") from exc
+    if proto.data_type in _RAW_BY_CODE:
+        dtype, view = _RAW_BY_CODE[proto.data_type]
+        raw = np.ascontiguousarray(array).view(np.int16 if view == torch.int16 else np.uint8)
+        return torch.from_numpy(raw.copy()).view(dtype).reshape([int(d) for d in proto.dims])
     if array.dtype.name in _SMALL_BY_NUMPY:
         return array_to_torch(array)
     if array.dtype.kind not in "biufc" or array.dtype.itemsize == 1 and array.dtype.name not in (

@@ -70,7 +70,7 @@ def test_the_harness_reports_hangs_allocations_and_crashes(tmp_path: Path) -> No
 # in this process, each must load or raise a graphdnn error
 FOUND = [("keras", 2, 0), ("keras", 9, 0), ("keras", 35, 0), ("h5", 7, 0), ("h5", 41, 0), ("npz", 6, 0),
          ("npz", 10, 0), ("npz", 9, 0), ("npz", 61, 0), ("safetensors", 3, 1), ("safetensors", 89, 1),
-         ("tf_meta", 25, 2)]
+         ("tf_meta", 25, 2), ("onnx", 32, 0), ("onnx", 220, 0), ("onnx", 451, 0), ("onnx", 419, 2)]
 
 
 @pytest.fixture(scope="module")
