@@ -43,6 +43,7 @@ from converters.onnx_gemm import METADATA_KEY as FUSED_KEY
 from converters.onnx_gemm import gemm_node, gemm_pairs
 from converters.onnx_tensors import torch_to_proto
 from converters.onnx_types import type_proto, type_string, unsupported_type
+from graphdnn.atomic import atomic_write
 from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
 from graphdnn.dtypes import is_container_type, onnx_code
@@ -436,16 +437,7 @@ def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not external:
         _check(model, None)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: f.write(model.SerializeToString()), fsync=True)
         return
     data_name = f"{path.name}.data"
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmpdir:

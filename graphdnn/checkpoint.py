@@ -23,14 +23,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
+from graphdnn.atomic import atomic_write
 from graphdnn.dtypes import dtype_name
 from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph
@@ -130,33 +130,6 @@ def _write_tensors(f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: d
             f.write(memoryview(data.numpy() if isinstance(data, torch.Tensor) else data))
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None], fsync: bool) -> None:
-    """Write through a temporary file in ``path``'s folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if fsync and hasattr(os, "O_DIRECTORY"):
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 def _order(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Widest dtypes first (keeps every tensor aligned, as safetensors does), else in given order."""
     return dict(sorted(tensors.items(), key=lambda kv: -kv[1].element_size()))
@@ -195,7 +168,7 @@ def save(
     tensors = _order(tensors)
     path = Path(path)
     if max_shard_size is None:
-        _atomic_write(path, lambda f: _write_tensors(f, tensors, meta), fsync)
+        atomic_write(path, lambda f: _write_tensors(f, tensors, meta), fsync)
         return path
     return _save_sharded(path, tensors, meta, _parse_size(max_shard_size), fsync)
 
@@ -232,12 +205,12 @@ def _save_sharded(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
     weight_map: dict[str, str] = {}
     for shard, group in zip(names, groups):
         shard_meta = {"format": "pt", f"{_KEY}format": FORMAT, f"{_KEY}version": str(VERSION)}
-        _atomic_write(index_path.parent / shard, lambda f, g=group, m=shard_meta: _write_tensors(f, g, m), fsync)
+        atomic_write(index_path.parent / shard, lambda f, g=group, m=shard_meta: _write_tensors(f, g, m), fsync)
         weight_map.update(dict.fromkeys(group, shard))
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     doc = {"metadata": {"total_size": total, **meta}, "weight_map": weight_map}
     text = json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
-    _atomic_write(index_path, lambda f: f.write(text), fsync)
+    atomic_write(index_path, lambda f: f.write(text), fsync)
     for stale in previous - set(weight_map.values()):
         try:
             (index_path.parent / stale).unlink()

@@ -20,6 +20,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from graphdnn.atomic import atomic_write
 from graphdnn.errors import GraphDNNError
 from graphdnn.graph import Graph, Op
 from graphdnn.names import split_tensor_name
@@ -308,11 +309,8 @@ def draw(obj: Any, path: str | os.PathLike, depth: int | None = None) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".svg":
-        text = render_svg(obj, depth)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        data = render_svg(obj, depth).encode("utf-8")
+        return atomic_write(path, lambda f: f.write(data))
     if suffix == ".png":
         from graphdnn.train.png import write_png
 

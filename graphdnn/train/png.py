@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from graphdnn.atomic import atomic_write
 
 __all__ = ["encode_png", "write_png"]
 
@@ -46,16 +47,5 @@ def encode_png(pixels: np.ndarray, compress_level: int = 9) -> bytes:
 
 def write_png(path: str | os.PathLike[str], pixels: np.ndarray) -> Path:
     """Encode ``pixels`` and write them to ``path`` atomically (temporary file, then rename)."""
-    target = Path(path)
     data = encode_png(pixels)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(path, lambda f: f.write(data), fsync=True)
