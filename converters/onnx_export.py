@@ -349,73 +349,66 @@ def _target_opset(graph: Graph, opset: int | None) -> int:
 
 
 def _fill_unknown_output_types(model: onnx.ModelProto) -> None:
-    """Graph outputs of unknown type (a tensor without element type) get ONNX's inferred type, which
-    may be a sequence or optional one."""
-    missing = [o for o in model.graph.output
-               if o.type.WhichOneof("value") == "tensor_type" and o.type.tensor_type.elem_type == TensorProto.UNDEFINED]
-    if missing:
-        _infer_output_types(model, missing)
+    """Complete the graph outputs from one ONNX shape inference pass: an output of unknown type (a
+    tensor without element type) gets the inferred type, which may be a sequence or optional one;
+    unknown dims take the symbolic names inference carries through from the inputs (``batch``)."""
+    missing = {o.name for o in model.graph.output
+               if o.type.WhichOneof("value") == "tensor_type" and o.type.tensor_type.elem_type == TensorProto.UNDEFINED}
     open_dims = [o for o in model.graph.output if o.type.WhichOneof("value") == "tensor_type"
                  and any(not d.HasField("dim_value") and not d.HasField("dim_param")
                          for d in o.type.tensor_type.shape.dim)]
-    if open_dims:
-        _name_output_dims(model, open_dims)
+    if not missing and not open_dims:
+        return
+    inferred = _infer_without_weights(model, missing)
+    if inferred is None:  # best effort: the checker reports real problems; unnamed dims stay dynamic
+        return
+    known = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    for out in model.graph.output:
+        found = known.get(out.name)
+        if out.name not in missing or found is None:
+            continue
+        if found.WhichOneof("value") in ("sequence_type", "optional_type") and not unsupported_type(found):
+            out.type.CopyFrom(type_proto(type_string(found)))  # the spelling an import -> export writes back
+        elif found.WhichOneof("value") not in (None, "tensor_type") or found.tensor_type.elem_type:
+            out.type.CopyFrom(found)
+    named = {d.dim_param for vi in model.graph.input if vi.type.HasField("tensor_type")
+             for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param")}  # not inference's "unk__0"
+    for out in open_dims:
+        found = known.get(out.name)
+        dims = out.type.tensor_type.shape.dim
+        if found is None or not found.HasField("tensor_type") or len(found.tensor_type.shape.dim) != len(dims):
+            continue
+        for ours, theirs in zip(dims, found.tensor_type.shape.dim):
+            if not ours.HasField("dim_value") and not ours.HasField("dim_param") and theirs.dim_param in named:
+                ours.dim_param = theirs.dim_param
 
 
 _WEIGHT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 
 
-def _name_output_dims(model: onnx.ModelProto, outputs: list[Any]) -> None:
-    """Unknown output dims take the symbolic names ONNX inference derives from the inputs' (``batch``)."""
-    probe = onnx.ModelProto()  # the model without weight data: inference needs only their types
+def _infer_without_weights(model: onnx.ModelProto, untyped: set[str]) -> onnx.ModelProto | None:
+    """ONNX shape inference on the model with float weights replaced by typed inputs (inference needs
+    their types, not their bytes) and the ``untyped`` outputs' declared types cleared (a declared
+    tensor type would not give way to an inferred sequence); None when inference fails."""
+    probe = onnx.ModelProto()
     probe.ir_version = model.ir_version
     probe.opset_import.extend(model.opset_import)
     graph = probe.graph
     graph.node.extend(model.graph.node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
+    for out in graph.output:
+        if out.name in untyped:
+            out.ClearField("type")
     for t in model.graph.initializer:
         if t.data_type in _WEIGHT_TYPES:
             graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         else:  # integer initializers may be shapes that inference reads
             graph.initializer.append(t)
     try:
-        inferred = onnx.shape_inference.infer_shapes(probe)
-    except Exception:  # best effort: unnamed dims stay dynamic all the same
-        return
-    known = {v.name: v.type.tensor_type.shape for v in inferred.graph.output if v.type.HasField("tensor_type")}
-    named = {d.dim_param for vi in model.graph.input if vi.type.HasField("tensor_type")
-             for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param")}  # not inference's "unk__0"
-    for out in outputs:
-        shape = known.get(out.name)
-        dims = out.type.tensor_type.shape.dim
-        if shape is None or len(shape.dim) != len(dims):
-            continue
-        for ours, theirs in zip(dims, shape.dim):
-            if not ours.HasField("dim_value") and not ours.HasField("dim_param") and theirs.dim_param in named:
-                ours.dim_param = theirs.dim_param
-
-
-def _infer_output_types(model: onnx.ModelProto, missing: list[Any]) -> None:
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    names = {o.name for o in missing}
-    for out in probe.graph.output:  # a declared tensor type would not give way to an inferred sequence
-        if out.name in names:
-            out.ClearField("type")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(probe)
-    except Exception:  # inference is best effort here; the checker reports real problems
-        return
-    known = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
-    for out in missing:
-        found = known[out.name].type if out.name in known else None
-        if found is None:
-            continue
-        if found.WhichOneof("value") in ("sequence_type", "optional_type") and not unsupported_type(found):
-            out.type.CopyFrom(type_proto(type_string(found)))  # the spelling an import -> export writes back
-        elif found.WhichOneof("value") not in (None, "tensor_type") or found.tensor_type.elem_type:
-            out.type.CopyFrom(found)
+        return onnx.shape_inference.infer_shapes(probe)
+    except Exception:  # inference is an aid here
+        return None
 
 
 def _version() -> str:
