@@ -202,10 +202,12 @@ class _Builder:
                 continue
             elif op.name in fused:
                 self._addmm(op, self.graph.get_operation(fused[op.name]))
-            elif self._foldable(op):
-                self._fold(op)
             else:
-                self._call(op)
+                opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+                if self._foldable(op, opdef):
+                    self._fold(op, opdef)
+                else:
+                    self._call(op, opdef)
         results = [self._value(r) for r in self.outputs]
         self.fx.output(results[0] if len(results) == 1 else tuple(results))
         module = CompiledGraph(self.root, self.fx, class_name="CompiledGraph")
@@ -246,17 +248,14 @@ class _Builder:
         self.env[op.output()] = node
         self.variables.append(op.name)
 
-    def _foldable(self, op: Op) -> bool:
-        if op.type in _DETERMINISTIC_EXCLUDED or has_subgraphs(op):
-            return False
-        if lookup(op.type, op.domain, self.graph.opset.get(op.domain)).region is not None:
+    def _foldable(self, op: Op, opdef: OpDef) -> bool:
+        if op.type in _DETERMINISTIC_EXCLUDED or has_subgraphs(op) or opdef.region is not None:
             return False
         if op.type == "Constant":
             return True
         return bool(op.inputs) and all(r is None or r in self.consts_by_ref for r in op.inputs)
 
-    def _fold(self, op: Op) -> None:
-        opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+    def _fold(self, op: Op, opdef: OpDef) -> None:
         args = [None if r is None else self.consts[self.consts_by_ref[r]] for r in op.inputs]
         for i in opdef.static_inputs:
             if i < len(args) and args[i] is not None:
@@ -268,7 +267,7 @@ class _Builder:
             result = opdef.lower(*args, **kwargs)
         results = result if isinstance(result, tuple) else (result,)
         if not all(isinstance(r, torch.Tensor) for r in results):  # a sequence (list) stays a run-time value
-            self._call(op)
+            self._call(op, opdef)
             return
         for i, value in enumerate(results[: len(op.outputs)]):
             key = f"_const_{len(self.consts)}"
@@ -299,8 +298,7 @@ class _Builder:
         value = constant_value(self.graph, ref)
         return None if value is None else decode(value).tolist()
 
-    def _call(self, op: Op) -> None:
-        opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+    def _call(self, op: Op, opdef: OpDef) -> None:
         kwargs = dict(op.attrs)
         if opdef.uses_training and op.meta.get("frozen"):  # a frozen layer runs in inference mode
             kwargs["training"] = False
