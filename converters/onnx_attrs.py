@@ -112,7 +112,9 @@ def attribute_to_python(attr: AttributeProto, where: str = "") -> Any:
     raise FileFormatError(f"{label}: attribute type {AttributeProto.AttributeType.Name(kind)} is not supported")
 
 
-def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
-    """All attributes of a node as keyword arguments for its lowering."""
+def node_attributes(node: onnx.NodeProto, skip_graphs: bool = False) -> dict[str, Any]:
+    """All attributes of a node as keyword arguments for its lowering; ``skip_graphs`` leaves out the
+    graph-valued ones (control-flow bodies, which the importer turns into graphs itself)."""
     where = f"node {node.name or node.op_type!r}: "
-    return {a.name: attribute_to_python(a, where) for a in node.attribute}
+    return {a.name: attribute_to_python(a, where) for a in node.attribute
+            if not (skip_graphs and a.type == AttributeProto.GRAPH)}

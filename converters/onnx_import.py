@@ -41,7 +41,7 @@ import onnx
 import torch
 from onnx import TensorProto
 
-from converters.onnx_attrs import attribute_to_python, tensor_to_attr_dict
+from converters.onnx_attrs import node_attributes, tensor_to_attr_dict
 from converters.onnx_gemm import split_fused
 from converters.onnx_tensors import proto_to_torch
 from converters.onnx_types import type_string, unsupported_type
@@ -219,8 +219,6 @@ class _Importer:
         self.g = Graph(name or model.graph.name or Path(source).stem or "onnx")
         self.captured: list[str] = []  # (bodies) ONNX names of the outer values read, in first-use order
         self.inferred_nodes: list[onnx.NodeProto] = []
-        self.formal: list[str] = []  # (bodies) formal input and output refs, in ONNX order
-        self.outputs: list[str] = []
         self.vmap: dict[str, str] = {}  # ONNX value name -> graphdnn tensor name
         self.infos: dict[str, onnx.ValueInfoProto] = {}
         self.consts: dict[str, torch.Tensor] = {}  # values known at import (initializers, constants)
@@ -337,27 +335,28 @@ class _Importer:
 
     def _bodies(self, index: int, node: onnx.NodeProto) -> tuple[dict[str, Graph], list[str]]:
         """Import the node's graph attributes; returns them and the outer values they capture."""
+        if not any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            return {}, []
         inferred_node = self.inferred_nodes[index] if index < len(self.inferred_nodes) else node
         inferred = {a.name: a.g for a in inferred_node.attribute if a.type == onnx.AttributeProto.GRAPH}
-        importers: dict[str, _Importer] = {}
+        importers: dict[str, tuple[_Importer, onnx.GraphProto]] = {}
         for attr in node.attribute:
             if attr.type != onnx.AttributeProto.GRAPH:
                 continue
             sub = _Importer(self.model, self.source, self.policy, attr.g.name or attr.name, parent=self)
             sub.g.opset.update(self.g.opset)
             sub._build(attr.g, inferred.get(attr.name, attr.g), {t.name: t for t in attr.g.initializer})
-            sub.formal = [sub.vmap[vi.name] for vi in attr.g.input]
-            sub.outputs = [sub.vmap[o.name] for o in attr.g.output]
-            importers[attr.name] = sub
+            importers[attr.name] = sub, attr.g
         union: list[str] = []
-        for sub in importers.values():
+        for sub, _ in importers.values():
             union += [v for v in sub.captured if v not in union]
-        for sub in importers.values():  # every body of one op receives the same captured values
+        for sub, body in importers.values():  # every body of one op receives the same captured values
             for v in union:
                 if v not in sub.vmap:
                     sub._capture(v)
-            set_signature(sub.g, sub.formal, [sub.vmap[v] for v in union], sub.outputs)
-        return {k: sub.g for k, sub in importers.items()}, union
+            set_signature(sub.g, [sub.vmap[vi.name] for vi in body.input], [sub.vmap[v] for v in union],
+                          [sub.vmap[o.name] for o in body.output])
+        return {k: sub.g for k, (sub, _) in importers.items()}, union
 
     def _const(self, value_name: str) -> torch.Tensor | None:
         """The value of ``value_name`` when known at import (an initializer or a constant)."""
@@ -391,8 +390,7 @@ class _Importer:
     # -- nodes -----------------------------------------------------------------------------
     def _node(self, index: int, node: onnx.NodeProto, bn_state: set[str]) -> None:
         domain = _domain(node.domain)
-        where = f"node {node.name or node.op_type!r}: "
-        attrs = {a.name: attribute_to_python(a, where) for a in node.attribute if a.type != onnx.AttributeProto.GRAPH}
+        attrs = node_attributes(node, skip_graphs=True)
         if not domain and node.op_type == "ConstantOfShape" and self._fold_constant_of_shape(node, attrs, bn_state):
             return
         if not domain and node.op_type == "Constant" and self._big_constant(node, attrs):
@@ -408,8 +406,7 @@ class _Importer:
         wanted = node.name or f"{node.op_type}_{index}"
         op_name = self._free(wanted)
         inputs = [self.vmap[v] if v else None for v in node.input]
-        bodies, captured = self._bodies(index, node) if any(
-            a.type == onnx.AttributeProto.GRAPH for a in node.attribute) else ({}, [])
+        bodies, captured = self._bodies(index, node)
         if bodies:
             attrs.update(bodies)
             inputs += [self.vmap[v] for v in captured]  # after the formal inputs, omitted ones kept

@@ -15,7 +15,7 @@ from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph, Op, ValueInfo
 from graphdnn.names import split_tensor_name
 from graphdnn.ops.registry import GRAPHDNN_DOMAIN, MAX_ONNX_OPSET, is_known
-from graphdnn.subgraphs import has_subgraphs, subgraph_attrs
+from graphdnn.subgraphs import ensure_stateless, has_subgraphs, subgraph_attrs
 
 FORMAT = "graphdnn-graph"
 VERSION = 1
@@ -59,9 +59,7 @@ def _attrs_to_json(op: Op) -> dict[str, Any]:
         return op.attrs
     out = dict(op.attrs)
     for key, body in subgraph_attrs(op).items():
-        if body.variables():
-            raise GraphError(f"op {op.name!r}: its {key!r} body holds variables, which graphdnn files do not store "
-                             "for bodies; read the weights from the outer graph")
+        ensure_stateless(body)
         out[key] = {BODY_TAG: graph_to_dict(body)}
     return out
 
@@ -79,10 +77,15 @@ def _attrs_from_json(attrs: dict[str, Any], source: str, op_name: str, depth: in
         _need(isinstance(sig, dict) and all(isinstance(sig.get(f), list) for f in fields), source,
               "op %r: body %r has no signature (inputs, captures, outputs)", op_name, key)
         for ref in (r for f in fields for r in sig[f]):
-            producer, index = split_tensor_name(ref) if isinstance(ref, str) else ("", 0)
-            _need(producer in body.nx and index < len(body.nx.nodes[producer]["op"].outputs), source,
+            _need(isinstance(ref, str) and _has_tensor(body, ref), source,
                   "op %r: body %r names %r in its signature, which it does not have", op_name, key, ref)
     return out
+
+
+def _has_tensor(graph: Graph, ref: str) -> bool:
+    """Whether tensor ``ref`` (``op:i``, or a bare op name for output 0) exists in ``graph``."""
+    producer, index = split_tensor_name(ref)
+    return producer in graph.nx and index < len(graph.nx.nodes[producer]["op"].outputs)
 
 
 def graph_to_json(graph: Graph, indent: int | None = None) -> str:
@@ -192,9 +195,7 @@ def graph_from_dict(doc: Any, source: str = "<json>", depth: int = 0) -> Graph:
     _need(isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()),
           source, "aliases must map names to tensor names")
     for alias, ref in aliases.items():
-        producer, index = split_tensor_name(ref)
-        _need(producer in graph.nx and index < len(graph.nx.nodes[producer]["op"].outputs), source,
-              f"alias {alias!r} points at {ref!r}, which does not exist")
+        _need(_has_tensor(graph, ref), source, f"alias {alias!r} points at {ref!r}, which does not exist")
     graph.aliases.update(aliases)
     return graph
 

@@ -19,6 +19,7 @@ from graphdnn.dtypes import STRING, dtype_name, torch_dtype
 from graphdnn.errors import GraphError
 from graphdnn.names import split_tensor_name
 from graphdnn.small_dtypes import decode
+from graphdnn.subgraphs import has_subgraphs
 
 if TYPE_CHECKING:
     from graphdnn.graph import Graph, Op, ValueInfo
@@ -63,7 +64,7 @@ def infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
 def _memo_key(graph: Graph, op: Op, opdef: OpDef, count: int) -> tuple | None:
     """A key for ops whose inference depends only on input shapes/dtypes and attributes
     (``repr`` of the attributes: cheap, and a spelling difference only costs a cache miss)."""
-    if opdef.static_inputs or opdef.infer is not None or not op.inputs or _has_body(op) or opdef.region:
+    if opdef.static_inputs or opdef.infer is not None or not op.inputs or has_subgraphs(op) or opdef.region:
         return None
     ins = tuple(None if ref is None else _key_of(_info(graph, ref)) for ref in op.inputs)
     return (opdef.domain, opdef.op_type, opdef.since_version, count, repr(op.attrs), ins)
@@ -77,7 +78,7 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     from graphdnn.graph import ValueInfo
 
     unknown = [ValueInfo(None, None) for _ in range(count)]
-    if _has_body(op) or opdef.region is not None:  # control flow, Gradient: not from inputs alone
+    if has_subgraphs(op) or opdef.region is not None:  # control flow, Gradient: not from inputs alone
         return unknown
     if opdef.infer is not None:  # the op's own rule, ``infer(graph, op) -> [(shape, dtype)]``
         infos = [ValueInfo(shape, dtype) for shape, dtype in opdef.infer(graph, op)][:count]
@@ -120,12 +121,6 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
         dims = tuple(None if (d >= _SENTINEL and d % _SENTINEL == 0) else int(d) for d in r.shape)
         infos.append(ValueInfo(dims, dtype_name(r.dtype)))
     return infos + unknown[len(infos):]
-
-
-def _has_body(op: Op) -> bool:
-    from graphdnn.subgraphs import has_subgraphs
-
-    return has_subgraphs(op)
 
 
 def _info(graph: Graph, ref: str) -> ValueInfo:

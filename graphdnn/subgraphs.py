@@ -56,12 +56,18 @@ def signature(body: Graph) -> tuple[list[str], list[str], list[str]]:
     return list(sig["inputs"]), list(sig["captures"]), list(sig["outputs"])
 
 
+def ensure_stateless(body: Graph) -> None:
+    """Bodies hold no variables (checkpoints store one flat set of weights): raise if ``body`` does."""
+    held = [v.name for v in body.variables()]
+    if held:
+        raise GraphError(f"control-flow body {body.name!r} holds variables {held[:5]}; bodies hold none, read the "
+                         "weights from the outer graph instead")
+
+
 def compile_body(body: Graph) -> CompiledGraph:
     """``body`` compiled to a module called as ``module(*formal_inputs, *captured)``."""
     from graphdnn.compiler import compile as compile_graph
 
     inputs, captured, outputs = signature(body)
-    if body.variables():
-        raise GraphError(f"control-flow body {body.name!r} holds variables "
-                         f"{[v.name for v in body.variables()][:5]}; read weights from the outer graph instead")
+    ensure_stateless(body)
     return compile_graph(body, inputs=inputs + captured, outputs=outputs)
