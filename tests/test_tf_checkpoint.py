@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _protowire import len_field as _field
+from _protowire import varint as _varint
+from _protowire import varint_field as _vfield
 
 from converters.crc32c import _update_bytes, crc32c, mask, masked_crc32c, unmask
 from converters.tf_checkpoint import (
@@ -307,22 +310,7 @@ def test_random_index_mutations_never_escape_as_other_errors(dnn_copy: Path) -> 
 
 
 # ------------------------------------------------------ hand-built tables: sizes, offsets, compression
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
-
-def _field(num: int, payload: bytes) -> bytes:
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _vfield(num: int, value: int) -> bytes:
-    return _varint(num << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF)
 
 
 def _shape(dims: tuple[int, ...]) -> bytes:

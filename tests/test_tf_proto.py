@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _protowire import len_field as _len
+from _protowire import varint as _varint
+from _protowire import varint_field as _vint
 
 from converters.tf_checkpoint import TFCheckpointReader
 from converters.tf_proto import (
@@ -177,23 +180,7 @@ def test_batch_norm_collections(bn: MetaGraph) -> None:
 
 
 # ------------------------------------------------------------------------- synthetic protos, errors
-def _varint(n: int) -> bytes:
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
-
-def _len(num: int, payload: bytes) -> bytes:
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _vint(num: int, value: int) -> bytes:
-    return _varint(num << 3) + _varint(value)
 
 
 def _shape(*dims: int) -> bytes:
