@@ -22,6 +22,11 @@ def narrow(y: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return y
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The float type to compute in: float64 for float64 inputs, float32 for everything narrower."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def norm_axis(axis: int, rank: int) -> int:
     """A non-negative axis."""
     return axis + rank if axis < 0 else axis

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_floats, as_ints
 
@@ -57,7 +58,7 @@ def _roi_align(
     r = rois.shape[0]
     if r == 0:
         return x.new_zeros(0, c, output_height, output_width)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    work = compute_dtype(x.dtype)
     boxes = rois.to(work) * spatial_scale - (0.5 if half_pixel else 0.0)
     start_w, start_h, end_w, end_h = boxes.unbind(1)
     roi_w, roi_h = end_w - start_w, end_h - start_h

@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_ints
 
@@ -110,7 +111,7 @@ def deform_conv(
     sizes = [int(s) for s in x.shape[2:]]
     out_shape = [int(s) for s in offset.shape[2:]]
     taps, points = math.prod(kernel), math.prod(out_shape)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    work = compute_dtype(x.dtype)
     # undeformed sampling positions [nd, taps, points]
     k_grid = torch.meshgrid(*[torch.arange(k, device=x.device) for k in kernel], indexing="ij")
     o_grid = torch.meshgrid(*[torch.arange(o, device=x.device) for o in out_shape], indexing="ij")

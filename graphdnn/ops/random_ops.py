@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import dtype_from_onnx
 
@@ -27,5 +28,5 @@ def _generator(seed: float | None, device: torch.device) -> torch.Generator | No
 def bernoulli(x: torch.Tensor, *, dtype: int | None = None, seed: float | None = None) -> torch.Tensor:
     """1 with probability ``x``, else 0, elementwise; output type ``dtype`` (default: the input's)."""
     out_dtype = dtype_from_onnx(dtype) if dtype is not None else x.dtype
-    probs = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    probs = x.to(compute_dtype(x.dtype))
     return torch.bernoulli(probs, generator=_generator(seed, x.device)).to(out_dtype)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_float, as_ints, dtype_from_onnx
 
@@ -13,7 +14,7 @@ from graphdnn.ops.static import as_float, as_ints, dtype_from_onnx
 def _dft(x: torch.Tensor, dft_length, axis: int, inverse: int, onesided: int) -> torch.Tensor:
     """Input [..., 1] (real) or [..., 2] (complex); output [..., 2] (or [..., 1] for inverse onesided)."""
     axis = axis % x.dim()
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    work = compute_dtype(x.dtype)
     if x.shape[-1] == 1:
         signal = x[..., 0].to(work)
     else:
@@ -85,7 +86,7 @@ def stft(
         length = window.shape[0] if window is not None else signal.shape[1]
     if window is not None and window.shape[0] != length:
         raise ValueError(f"STFT: window length {window.shape[0]} != frame_length {length}")
-    work = torch.float64 if signal.dtype == torch.float64 else torch.float32
+    work = compute_dtype(signal.dtype)
     frames = signal.to(work).unfold(1, length, step)  # [B, frames, 1 or 2, length]
     if window is not None:
         frames = frames * window.to(work)

@@ -9,14 +9,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 
 _UPDATE_RULES = ("linear", "gated", "delta", "gated_delta")
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half-precision (and float32) tensors, float64 for float64."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _unpack(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -112,7 +108,7 @@ def linear_attention(
         raise ValueError(f"LinearAttention: update_rule {update_rule!r} {'requires' if gating else 'forbids'} decay")
     if delta != (beta is not None):
         raise ValueError(f"LinearAttention: update_rule {update_rule!r} {'requires' if delta else 'forbids'} beta")
-    work = _compute_dtype(query.dtype)
+    work = compute_dtype(query.dtype)
     b, t, _ = query.shape
     d_k = query.shape[-1] // q_num_heads
     d_v = value.shape[-1] // kv_num_heads
@@ -161,7 +157,7 @@ def causal_conv_with_state(
     if past_state is None:
         past_state = input.new_zeros((batch, channels, k - 1))
     padded = torch.cat([past_state.to(input.dtype), input], dim=2)
-    work = _compute_dtype(input.dtype)
+    work = compute_dtype(input.dtype)
     y = F.conv1d(padded.to(work), weight.to(work), None if bias is None else bias.to(work), groups=channels)
     if activation != "none":
         y = y * torch.sigmoid(y)
