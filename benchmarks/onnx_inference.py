@@ -33,7 +33,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -211,25 +210,6 @@ def structural_check(ours: str | Path, base: str | Path, workdir: str | Path, th
             "graphdnn": ops_ours, "torch_export": ops_base}
 
 
-def _interleaved(fns: dict[str, Any], repeats: int, inner: int) -> dict[str, float]:
-    """Median seconds per call of each function, interleaved run by run in a rotating order."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    names = list(fns)
-    for r in range(repeats):
-        # rotate the order each round: whatever runs right after torch (whose idle threads may still
-        # spin) or first in a round must not always be the same session
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            fn = fns[name]
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - start) / inner)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _median_ci(ratios: list[float]) -> tuple[float, float, float]:
     lo, hi = bootstrap_median_ci(ratios, n_resamples=BOOTSTRAP["resamples"], level=BOOTSTRAP["level"],
                                  seed=BOOTSTRAP["seed"])
@@ -276,7 +256,8 @@ def run(repeats: int = 30, threads: int | None = None) -> dict[str, Any]:
                 aa = [a / b for a, b in zip(t["ours"], t["ours_copy"])]
                 ratio, lo, hi = _median_ci(ratios)
                 aa_ratio, aa_lo, aa_hi = _median_ci(aa)
-                t_eager = _interleaved({"ort_graphdnn": fns["ours"], "torch_eager": eager}, repeats, inner)
+                t_eager = {k: statistics.median(v) for k, v in interleaved_times(
+                    {"ort_graphdnn": fns["ours"], "torch_eager": eager}, repeats, inner, seed=index).items()}
                 point = {"model": kind, "batch": batch, "inner": inner, "session_creation_order": list(order),
                          "ort_graphdnn": round(statistics.median(t["ours"]) * 1e6, 2),
                          "ort_graphdnn_copy": round(statistics.median(t["ours_copy"]) * 1e6, 2),
