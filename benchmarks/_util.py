@@ -74,9 +74,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def write_json(path: Path | None, results: dict[str, Any]) -> None:
+def dense_chain(depth: int, width: int = 8) -> tuple[Any, Any]:
+    """(graph, output) of ``depth`` dense+relu layers of ``width`` units in scope ``net``: the graph
+    the scaling benchmarks grow."""
+    import graphdnn as gd
+    from graphdnn import layers, nn
+
+    g = gd.Graph()
+    h = g.placeholder("X", (None, width))
+    with g.name_scope("net"):
+        for i in range(depth):
+            h = layers.dense(h, width, activation=nn.relu, name=f"layer{i}")
+    return g, h
+
+
+def write_json(path: str | os.PathLike[str] | None, results: Any) -> None:
     if path is not None:
-        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        Path(path).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], Any]], repeats: int, inner: int = 1, warmup: int = 3,

@@ -11,7 +11,6 @@ call overhead a handwritten nn.Module pays). One thread, so the other core's noi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import graphdnn as gd
 from graphdnn import layers, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import paired_median  # noqa: E402
+from _util import paired_median, write_json  # noqa: E402
 
 
 def book_mlp(bn: bool) -> tuple[gd.Graph, str]:
@@ -124,9 +123,7 @@ def main() -> None:
         flag = "ok" if r["ratio"] <= targets[key] else "ABOVE TARGET"
         print(f"{key:38s} ratio {r['ratio']:.3f} (graphdnn {r['graphdnn_s'] * 1e6:9.1f} us, "
               f"eager {r['eager_s'] * 1e6:9.1f} us)  target <= {targets[key]}  {flag}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -10,28 +10,18 @@ on a busy machine it is the steadier figure.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from _util import dense_chain, write_json
 
 import graphdnn as gd
-from graphdnn import layers, nn
-
-
-def build(depth: int, width: int = 8) -> tuple[gd.Graph, gd.Tensor]:
-    g = gd.Graph()
-    h = g.placeholder("X", (None, width))
-    with g.name_scope("net"):
-        for i in range(depth):
-            h = layers.dense(h, width, activation=nn.relu, name=f"layer{i}")
-    return g, h
 
 
 def measure(depth: int) -> dict[str, float]:
     cpu_start = time.process_time()
     start = time.perf_counter()
-    g, out = build(depth)
+    g, out = dense_chain(depth)
     built = time.perf_counter()
     model = gd.compile(g, outputs=[out])
     compiled = time.perf_counter()
@@ -71,9 +61,7 @@ def main() -> None:
     if largest["layers"] >= 10000:
         print(f"10,000 layers in {largest['total_s']:.2f} s (target < 10 s): "
               f"{'ok' if largest['total_s'] < 10 else 'ABOVE TARGET'}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

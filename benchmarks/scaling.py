@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _util import parser, pin_threads, write_json
+from _util import dense_chain, parser, pin_threads, write_json
 from safetensors import safe_open
 
 import graphdnn as gd
-from graphdnn import layers, nn
 
 WIDTH = 8
 RESTORE_VARS, RESTORE_NUMEL = 16, 2**20  # 16 x 4 MiB float32
@@ -42,15 +41,6 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
     return statistics.median(walls), statistics.median(cpus), result
 
 
-def build(depth: int) -> tuple[gd.Graph, gd.Tensor]:
-    g = gd.Graph()
-    h = g.placeholder("X", (None, WIDTH))
-    with g.name_scope("net"):
-        for i in range(depth):
-            h = layers.dense(h, WIDTH, activation=nn.relu, name=f"layer{i}")
-    return g, h
-
-
 def graph_stages(depth: int, repeats: int, folder: Path) -> dict[str, Any]:
     ckpt, onnx_path = folder / f"chain{depth}.safetensors", folder / f"chain{depth}.onnx"
     row: dict[str, Any] = {"layers": depth}
@@ -58,7 +48,7 @@ def graph_stages(depth: int, repeats: int, folder: Path) -> dict[str, Any]:
     state: dict[str, Any] = {}
 
     def do_build() -> None:
-        state["graph"], state["out"] = build(depth)
+        state["graph"], state["out"] = dense_chain(depth, WIDTH)
 
     stages = [
         ("build", do_build),
