@@ -263,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-opset", type=int, default=None,
                         help="what-if: accept ONNX opsets up to N (overrides registry.MAX_ONNX_OPSET in the workers)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every failing case")
+    parser.add_argument("--min-passed", type=int, default=None,
+                        help="exit 1 when fewer cases than this pass in all (a regression gate for CI)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     start = time.perf_counter()
@@ -279,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "what_if_max_opset": args.max_opset is not None, "seconds": round(elapsed, 1),
                    "summary": summary, "results": results}
         Path(args.json).write_text(json.dumps(payload, indent=1))
+    passed = sum(s["passed"] for s in summary.values())
+    if args.min_passed is not None and passed < args.min_passed:
+        print(f"FAILED: {passed} cases passed, fewer than --min-passed {args.min_passed}")
+        return 1
     return 0
 
 
