@@ -86,6 +86,11 @@ def int_range(dtype: torch.dtype) -> tuple[int, int]:
     if info is None:
         i = torch.iinfo(dtype)
         return int(i.min), int(i.max)
+    return _small_int_range(info)
+
+
+def _small_int_range(info: SmallType) -> tuple[int, int]:
+    """(min, max) of a small integer type."""
     if info.kind == "int":
         return -(1 << (info.bits - 1)), (1 << (info.bits - 1)) - 1
     if info.kind == "uint":
@@ -122,13 +127,18 @@ def decode(t: torch.Tensor) -> torch.Tensor:
 def encode(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
     """``x`` (any numeric dtype, small ones included) cast to small type ``dtype`` as ONNX ``Cast`` does.
 
-    * int4/uint4/int2/uint2: floats are truncated toward zero, then (like every integer narrowing)
-      the higher bits are discarded: 8 -> -8 for int4, -1 -> 15 for uint4 (the ONNX reference).
-    * float4_e2m1fn: round to nearest even, saturating to +/-6 (infinities too); NaN becomes 0 (the
-      ONNX reference and test data; the float4 note's table says 6). The sign of zero is kept.
-    * float8_e8m0fnu: the exponent of ``|x|`` rounded per ``round_mode`` ("up", "down", "nearest"),
-      as ``onnx.numpy_helper.to_float8e8m0``; with ``saturate`` an overflow stays at the largest
-      value and infinity becomes it (the Cast table), else both give NaN."""
+    * int4/uint4/int2/uint2 from a float: rounded to the nearest integer, ties to even (the ONNX
+      4-bit and 2-bit integer notes). A result outside the type's range, infinity and NaN are
+      undefined in ONNX (``Cast``: float to fixed point, "undefined if OOR"); graphdnn gives 0 there,
+      as the ONNX reference and its test data do. From an integer: the higher bits are discarded
+      (two's complement), e.g. 8 -> -8 for int4; from bool: 0/1.
+    * float4_e2m1fn (the ONNX float4 note): round to nearest even; beyond +/-6, and +/-infinity,
+      saturate to +/-6; NaN gives 6; the sign of zero is kept. ``saturate`` does not apply.
+    * float8_e8m0fnu: ``|x|`` rounded to a power of two per ``round_mode`` ("up": toward infinity,
+      "down": toward zero, "nearest": ties up, i.e. up from 1.5 * 2**e). A finite ``x`` above
+      E8M0_MAX = 2**127 or below E8M0_MIN = 2**-127 (0 included) and infinity become the nearest of
+      E8M0_MAX/E8M0_MIN with ``saturate``, NaN without (the Cast table); NaN stays NaN. ONNX leaves
+      negative values and -0 unspecified: graphdnn uses ``|x|``."""
     info = SMALL_DTYPES[dtype]
     x = decode(x)
     if info.kind in ("int", "uint"):
@@ -139,7 +149,12 @@ def encode(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1, round_mode: s
 
 
 def _encode_int(x: torch.Tensor, info: SmallType) -> torch.Tensor:
-    v = x.to(torch.int64)  # float -> int truncates toward zero; bool -> 0/1
+    if x.dtype.is_floating_point:
+        lo, hi = _small_int_range(info)
+        r = torch.round(x.to(torch.float64))  # half to even
+        v = torch.where((r >= lo) & (r <= hi), r, torch.zeros_like(r)).to(torch.int64)  # NaN fails both tests
+        return v.to(info.storage)
+    v = x.to(torch.int64)  # bool -> 0/1
     low = v & ((1 << info.bits) - 1)
     if info.kind == "int":
         low = torch.where(low >= (1 << (info.bits - 1)), low - (1 << info.bits), low)
@@ -148,8 +163,9 @@ def _encode_int(x: torch.Tensor, info: SmallType) -> torch.Tensor:
 
 def _encode_float4(x: torch.Tensor) -> torch.Tensor:
     xf = x.to(torch.float32)
-    negative = torch.signbit(xf) & ~torch.isnan(xf)
-    a = torch.nan_to_num(xf.abs(), nan=0.0).clamp(max=6.0)
+    nan = torch.isnan(xf)
+    negative = torch.signbit(xf) & ~nan
+    a = torch.where(nan, torch.full_like(xf, 6.0), xf.abs()).clamp(max=6.0)
     # the E2M1 grid: steps of 0.5 below 2, of 1 in [2, 4), of 2 in [4, 6]; torch.round is half-to-even
     coarse = torch.where(a < 4.0, torch.round(a), torch.round(a * 0.5) * 2.0)
     q = torch.where(a < 2.0, torch.round(a * 2.0) * 0.5, coarse)
@@ -158,23 +174,21 @@ def _encode_float4(x: torch.Tensor) -> torch.Tensor:
 
 
 def _encode_e8m0(x: torch.Tensor, saturate: int, round_mode: str) -> torch.Tensor:
-    bits = x.to(torch.float32).view(torch.int32)
-    exp = (bits >> 23) & 0xFF
-    frac = bits & 0x7FFFFF
-    special = exp == 0xFF
-    if round_mode == "up":
-        up = frac > 0
-    elif round_mode == "nearest":  # as the reference: the guard bit, and a lower bit or a nonzero exponent
-        guard = (frac & 0x400000) != 0
-        rest = (frac & 0x3FFFFF) != 0
-        up = guard & (rest | (exp > 0))
-    elif round_mode == "down":
-        up = torch.zeros_like(special)
-    else:
+    if round_mode not in ("up", "down", "nearest"):
         raise ValueError(f"Cast: round_mode must be 'up', 'down' or 'nearest', not {round_mode!r}")
+    a = x.to(torch.float64).abs()  # exact for every float source; float32 subnormals become normal
+    mant, exp = torch.frexp(a)  # a = mant * 2**exp, mant in [0.5, 1)
+    e = (exp - 1).to(torch.int64)  # a = m * 2**e with m in [1, 2)
+    m = mant * 2.0
+    if round_mode == "up":
+        e = e + (m > 1.0).to(torch.int64)
+    elif round_mode == "nearest":
+        e = e + (m >= 1.5).to(torch.int64)
+    code = (e + 127).clamp(0, _E8M0_MAX)
+    low = a < 2.0**-127  # 0 included
+    high = a > 2.0**127  # infinity included
     if saturate:
-        up = up & (exp != _E8M0_MAX)
-    code = exp + (up & ~special).to(torch.int32)
-    inf_code = _E8M0_MAX if saturate else _E8M0_NAN
-    code = torch.where(special & (frac == 0), torch.full_like(code, inf_code), code)  # NaN stays 0xFF
-    return code.to(torch.uint8)
+        code = torch.where(low, torch.zeros_like(code), torch.where(high, torch.full_like(code, _E8M0_MAX), code))
+    else:
+        code = torch.where(low | high, torch.full_like(code, _E8M0_NAN), code)
+    return torch.where(torch.isnan(a), torch.full_like(code, _E8M0_NAN), code).to(torch.uint8)

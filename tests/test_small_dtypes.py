@@ -21,12 +21,6 @@ from graphdnn.errors import GraphError
 from graphdnn.ops.registry import lookup
 from graphdnn.small_dtypes import decode, encode, storage
 
-# Rounding ties, saturation, wrap-around, negatives, signed zero and the special values.
-CAST_VALUES = np.array(
-    [0.0, -0.0, 0.25, 0.5, 0.75, 1.25, 1.5, 1.75, 2.5, 3.5, 5.0, 5.5, 6.0, 6.5, 7.0, 8.0, 9.0, 15.0, 16.0,
-     -0.25, -0.5, -1.5, -2.5, -3.5, -5.0, -7.0, -8.0, -9.0, -16.0, 0.3, -2.7, 1e6, -1e6, 1e-7],
-    dtype=np.float32,
-)
 SPECIAL = np.array([np.inf, -np.inf, np.nan], dtype=np.float32)
 
 
@@ -73,12 +67,12 @@ def _int4_weight_model(k: int = 64, n: int = 24, block: int = 32, kind: int = Te
     return model
 
 
-def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
     # ORT's default optimizations turn DequantizeLinear + MatMul into an approximate MatMulNBits;
     # the plain kernels compute what the ONNX spec says.
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(names, feeds)
 
 
 @pytest.mark.parametrize("kind", [TensorProto.INT4, TensorProto.UINT4])
@@ -160,83 +154,245 @@ def test_tensor_proto_unpack_and_pack(np_type):
 
 
 # ------------------------------------------------------------------------------------------------
-# Cast to and from the small types against the ONNX reference (and onnxruntime where it agrees)
+# Cast: the rules of the ONNX spec, computed here from small formulas; the ONNX reference evaluator and
+# onnxruntime are compared only on inputs where they follow the same rules.
 # ------------------------------------------------------------------------------------------------
-def _cast_round_trip(to: int, x: np.ndarray, **attrs: object) -> tuple:
-    """A model ``x -> Cast(to) -> small -> Cast(FLOAT) -> y``; returns graphdnn's and the reference's
-    results for the small value and y."""
+def _cast_model(to: int, x: np.ndarray, opset: int = 25, **attrs: object) -> onnx.ModelProto:
+    """``x -> Cast(to) -> small -> Cast(FLOAT) -> y``, outputs ``small`` (unless float8) and ``y``."""
     nodes = [helper.make_node("Cast", ["x"], ["small"], to=to, **attrs),
              helper.make_node("Cast", ["small"], ["y"], to=TensorProto.FLOAT)]
     source = helper.np_dtype_to_tensor_dtype(x.dtype)
-    model = _model(nodes, [helper.make_tensor_value_info("x", source, list(x.shape))],
-                   [helper.make_tensor_value_info("small", to, list(x.shape)),
-                    helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))])
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))]
+    if to not in FLOAT8:
+        outputs.insert(0, helper.make_tensor_value_info("small", to, list(x.shape)))
+    return _model(nodes, [helper.make_tensor_value_info("x", source, list(x.shape))], outputs, opset=opset)
+
+
+def _cast_round_trip(to: int, x: np.ndarray, opset: int = 25, **attrs: object) -> tuple:
+    """graphdnn's (small, y) and the model, for ``_cast_model`` (small is None for float8)."""
+    model = _cast_model(to, x, opset, **attrs)
     graph, module = _compile(model)
+    if to in FLOAT8:
+        return None, _run(module, x)[0], model
     assert graph.get_tensor("small").dtype == onnx_to_name(to)
     small, y = _run(module, x)
-    ref_small, ref_y = ReferenceEvaluator(model).run(None, {"x": x})
-    return (small, y), (ref_small, ref_y), model
+    return small, y, model
 
 
-@pytest.mark.parametrize("to", [TensorProto.INT4, TensorProto.UINT4, TensorProto.INT2, TensorProto.UINT2])
-def test_cast_float_to_small_int_and_back(to):
-    x = CAST_VALUES  # truncation toward zero, then the higher bits are discarded (8 -> -8 for int4)
-    (small, y), (ref_small, ref_y), model = _cast_round_trip(to, x)
+def _reference(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    return ReferenceEvaluator(model).run(None, {"x": x})
+
+
+def _half_even(x: np.ndarray) -> np.ndarray:
+    """Round to the nearest integer, ties to the even one (spelled out, not ``np.round``)."""
+    f = np.floor(x)
+    d = x - f
+    return f + (d > 0.5) + ((d == 0.5) & (np.mod(f, 2) == 1))
+
+
+SMALL_INTS = {TensorProto.INT4: (-8, 7, 4), TensorProto.UINT4: (0, 15, 4), TensorProto.INT2: (-2, 1, 2),
+              TensorProto.UINT2: (0, 3, 2)}
+
+
+@pytest.mark.parametrize("to", list(SMALL_INTS))
+def test_cast_float_to_small_int_rounds_half_to_even(to):
+    """The int4/int2 notes: round to nearest, ties to even. Out of range (and inf/NaN) is undefined in
+    ``Cast`` (float to fixed point), so only in-range results are asserted; the rest must be valid values."""
+    lo, hi, _ = SMALL_INTS[to]
+    x = np.concatenate([np.arange(-10, 17, 0.25), [0.3, -2.7, 6.9, 1e6, -1e6, 1e-7, -0.0], SPECIAL]).astype(np.float32)
+    small, y, model = _cast_round_trip(to, x)
     assert small.dtype == torch_dtype(onnx_to_name(to))
-    np.testing.assert_array_equal(torch_to_array(small).astype(np.int64), ref_small.astype(np.int64))
-    np.testing.assert_array_equal(y.numpy(), ref_y)
-    if to in (TensorProto.INT4, TensorProto.UINT4):  # onnxruntime agrees on whole numbers (it rounds halves away)
-        whole = np.arange(-20, 21, dtype=np.float32)
-        sub = _model(list(model.graph.node), [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
-        (ours,) = _run(_compile(sub)[1], whole)
-        np.testing.assert_array_equal(ours.numpy(), _ort(sub, {"x": whole})[0])
+    got = torch_to_array(small).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        expected = _half_even(x)
+        defined = np.isfinite(x) & (expected >= lo) & (expected <= hi)
+        ties = x - np.floor(x) == 0.5
+    assert defined.sum() >= 15 and np.all((got >= lo) & (got <= hi))
+    np.testing.assert_array_equal(got[defined], expected[defined])
+    np.testing.assert_array_equal(y.numpy()[defined], expected[defined])  # back to float: exact
+    at = {float(v): int(g) for v, g, d in zip(x, got, defined) if d}
+    assert at[0.5] == 0 and at[-0.5] == 0 and at.get(1.5, 2) == 2 and at.get(2.5, 2) == 2
+    # the reference truncates toward zero: it agrees on whole numbers; onnxruntime rounds ties away
+    # from zero: it agrees away from ties
+    whole = defined & (x == np.floor(x))
+    np.testing.assert_array_equal(got[whole], _reference(model, x)[0].astype(np.int64)[whole])
+    no_tie = defined & ~ties
+    np.testing.assert_array_equal(got[no_tie], _ort(model, {"x": x}, ["y"])[0][no_tie])
+    # deterministic where undefined
+    again = torch_to_array(_cast_round_trip(to, x)[0]).astype(np.int64)
+    np.testing.assert_array_equal(got, again)
 
 
-def test_cast_float_to_int4_known_values():
-    x = np.array([7.9, 8.0, -8.0, -9.0, 15.0, 16.0, -0.5, 2.5], dtype=np.float32)
-    y = lookup("Cast").lower(lookup("Cast").lower(torch.from_numpy(x), to=TensorProto.INT4), to=TensorProto.FLOAT)
-    assert y.tolist() == [7, -8, -8, 7, -1, 0, 0, 2]
+@pytest.mark.parametrize("to", list(SMALL_INTS))
+def test_cast_integer_to_small_int_discards_higher_bits(to):
+    """``Cast`` fixed point to fixed point: discard the higher bits, two's complement for signed types."""
+    lo, hi, bits = SMALL_INTS[to]
+    x = np.arange(-40, 41, dtype=np.int32)
+    small, y, model = _cast_round_trip(to, x)
+    expected = np.mod(x - lo, 1 << bits) + lo
+    np.testing.assert_array_equal(torch_to_array(small).astype(np.int64), expected)
+    np.testing.assert_array_equal(y.numpy(), expected.astype(np.float32))
+    np.testing.assert_array_equal(_ort(model, {"x": x}, ["y"])[0], expected.astype(np.float32))
 
 
-@pytest.mark.parametrize("src", [np.float32, np.float16])
-def test_cast_to_float4e2m1_and_back(src):
-    with np.errstate(over="ignore"):  # 1e6 is inf in float16
-        x = np.concatenate([CAST_VALUES, SPECIAL]).astype(src)
-    (small, y), (ref_small, ref_y), _ = _cast_round_trip(TensorProto.FLOAT4E2M1, x)
-    got = torch_to_array(small).astype(np.float32)
-    # round to nearest even, saturate to +/-6 (infinities too); NaN gives 0 like the reference
-    np.testing.assert_array_equal(got, ref_small.astype(np.float32))
-    np.testing.assert_array_equal(y.numpy(), ref_y)
-    assert np.signbit(got[1]) and not np.signbit(got[0])  # -0 stays -0
-    assert got[list(x).index(np.float32(5.0))] == 4.0 and got[list(x).index(np.float32(7.0))] == 6.0
-    assert list(got[-3:]) == [6.0, -6.0, 0.0]
-
-
-@pytest.mark.parametrize("round_mode", ["up", "down", "nearest"])
-@pytest.mark.parametrize("saturate", [1, 0])
-@pytest.mark.parametrize("src", [np.float32, np.float16])
-def test_cast_to_float8e8m0(round_mode, saturate, src):
-    x = np.concatenate([np.exp2(np.arange(-126, 128, 0.37)), [0.0, 3.0, 0.124, 1.1, 1.5, np.nan]]).astype(np.float32)
-    if src == np.float16:
-        x = x[np.abs(x) < 60000].astype(np.float16)
-    (small, y), (ref_small, ref_y), _ = _cast_round_trip(TensorProto.FLOAT8E8M0, x, round_mode=round_mode,
-                                                         saturate=saturate)
-    np.testing.assert_array_equal(torch_to_array(small).view(np.uint8), ref_small.view(np.uint8))
-    np.testing.assert_array_equal(y.numpy(), ref_y)
-    inf = encode(torch.tensor([np.inf]), torch.float8_e8m0fnu, saturate, round_mode)
-    assert inf.view(torch.uint8).item() == (0xFE if saturate else 0xFF)  # the Cast table: E8M0_MAX or NaN
+def test_cast_to_int4_known_values():
+    cast = lookup("Cast").lower
+    x = torch.tensor([7.4, -8.0, 0.5, 1.5, 2.5, 3.5, -0.5, -2.5, -2.6], dtype=torch.float32)
+    assert decode(cast(x, to=TensorProto.INT4)).tolist() == [7, -8, 0, 2, 2, 4, 0, -2, -3]
+    n = torch.tensor([8, 9, -9, 15, 16, -1], dtype=torch.int64)
+    assert decode(cast(n, to=TensorProto.INT4)).tolist() == [-8, -7, 7, -1, 0, -1]
+    assert decode(cast(n, to=TensorProto.UINT4)).tolist() == [8, 9, 7, 15, 0, 15]
+    assert decode(cast(torch.tensor([True, False]), to=TensorProto.INT2)).tolist() == [1, 0]
 
 
 def test_castlike_takes_the_small_type_of_its_target():
     target = numpy_helper.from_array(np.array([1], dtype=ml_dtypes.int4), "like")
     nodes = [helper.make_node("CastLike", ["x", "like"], ["small"]),
              helper.make_node("Cast", ["small"], ["y"], to=TensorProto.FLOAT)]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(CAST_VALUES)])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(CAST_VALUES)])], [target])
-    _, module = _compile(model)
-    np.testing.assert_array_equal(_run(module, CAST_VALUES)[0].numpy(),
-                                  ReferenceEvaluator(model).run(None, {"x": CAST_VALUES})[0])
+    x = np.array([-8.0, -2.5, -0.5, 0.5, 1.5, 2.5, 3.0, 6.6, 7.0], dtype=np.float32)
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])], [target])
+    graph, module = _compile(model)
+    assert graph.get_tensor("small").dtype == "int4"
+    (y,) = _run(module, x)
+    np.testing.assert_array_equal(y.numpy(), _half_even(x))
+    whole = x == np.floor(x)
+    np.testing.assert_array_equal(y.numpy()[whole], _reference(model, x)[0][whole])
+
+
+# ---- float4 E2M1 ---------------------------------------------------------------------------------
+E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])  # codes 0..7 (S.EE.M without the sign)
+
+
+def _e2m1_rule(x: float) -> float:
+    """The float4 note's table: nearest of the grid, ties to the even code; beyond 6 and +/-inf: +/-6;
+    NaN: 6; +/-0 stays."""
+    if np.isnan(x):
+        return 6.0
+    a = min(abs(x), 6.0)
+    dist = np.abs(E2M1 - a)
+    best = np.flatnonzero(dist == dist.min())
+    code = best[0] if len(best) == 1 else [c for c in best if c % 2 == 0][0]
+    return float(np.copysign(E2M1[code], x))
+
+
+@pytest.mark.parametrize("src", [np.float32, np.float16])
+def test_cast_to_float4e2m1_follows_the_float4_table(src):
+    mids = (E2M1[1:] + E2M1[:-1]) / 2  # every tie
+    base = np.concatenate([E2M1, mids, mids + 0.01, mids - 0.01, [0.3, 2.7, 5.5, 6.5, 7.0, 100.0, 1e-7]])
+    with np.errstate(over="ignore"):
+        x = np.concatenate([base, -base, SPECIAL]).astype(src)
+    small, y, model = _cast_round_trip(TensorProto.FLOAT4E2M1, x)
+    got = torch_to_array(small).astype(np.float32)
+    expected = np.array([_e2m1_rule(float(v)) for v in x], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))  # -0 stays -0
+    np.testing.assert_array_equal(y.numpy(), expected)
+    assert list(got[-3:]) == [6.0, -6.0, 6.0]
+    # the reference follows the table except for NaN (it gives -0); onnxruntime has no float4 Cast
+    ref = _reference(model, x)[0].astype(np.float32)
+    finite = ~np.isnan(x)
+    np.testing.assert_array_equal(got[finite], ref[finite])
+
+
+# ---- float8 (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ) -----------------------------------------------------
+#: ONNX type -> (exponent bits, mantissa bits, bias, finite codes end at, has -0, saturate=0 overflow gives inf)
+FLOAT8 = {
+    TensorProto.FLOAT8E4M3FN: (4, 3, 7, 0x7E, True, False),
+    TensorProto.FLOAT8E4M3FNUZ: (4, 3, 8, 0x7F, False, False),
+    TensorProto.FLOAT8E5M2: (5, 2, 15, 0x7B, True, True),
+    TensorProto.FLOAT8E5M2FNUZ: (5, 2, 16, 0x7F, False, False),
+}
+
+
+def _float8_grid(to: int) -> np.ndarray:
+    """The non-negative values of codes 0..last (code order is value order), from the bit formula,
+    plus one code past the largest: the value an overflowing x rounds to."""
+    ebits, mbits, bias, last, _, _ = FLOAT8[to]
+    codes = np.arange(last + 2)
+    e, m = codes >> mbits, codes & ((1 << mbits) - 1)
+    return np.where(e == 0, m / 2.0**mbits * 2.0 ** (1 - bias), (1 + m / 2.0**mbits) * 2.0 ** (e - bias))
+
+
+def _float8_rule(to: int, x: float, saturate: int, opset: int) -> float:
+    """The Cast tables: RNE ([x]); [x] > FLT_MAX and +/-inf saturate or give NaN/inf per ``saturate``."""
+    _, _, _, last, signed_zero, overflow_inf = FLOAT8[to]
+    grid = _float8_grid(to)
+    fmax = grid[last]
+    if np.isnan(x):
+        return np.nan
+    if np.isinf(x):
+        if saturate:
+            return np.nan if (not signed_zero and opset < 24) else np.copysign(fmax, x)  # FNUZ before Cast-24: NaN
+        return np.copysign(np.inf, x) if overflow_inf else np.nan
+    dist = np.abs(grid - abs(x))
+    best = np.flatnonzero(dist == dist.min())
+    code = best[0] if len(best) == 1 else [c for c in best if c % 2 == 0][0]
+    if code > last:
+        if saturate:
+            return np.copysign(fmax, x)
+        return np.copysign(np.inf, x) if overflow_inf else np.nan
+    value = grid[code]
+    return np.copysign(value, x) if (signed_zero or value != 0) else 0.0
+
+
+@pytest.mark.parametrize("opset", [21, 24])
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("to", list(FLOAT8))
+def test_cast_to_float8_follows_the_cast_tables(to, saturate, opset):
+    grid = _float8_grid(to)
+    last = FLOAT8[to][3]
+    mids = (grid[1:] + grid[:-1]) / 2  # every tie, the overflow threshold included
+    base = np.concatenate([grid[: last + 1], mids, mids * (1 + 2.0**-12), mids * (1 - 2.0**-12), [1e6, 1e-7, 0.3]])
+    x = np.concatenate([base, -base, SPECIAL]).astype(np.float32)
+    _, y, model = _cast_round_trip(to, x, opset=opset, saturate=saturate)
+    got = y.numpy()
+    expected = np.array([_float8_rule(to, float(v), saturate, opset) for v in x], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected)  # NaN where NaN
+    np.testing.assert_array_equal(np.signbit(got[got == 0]), np.signbit(expected[expected == 0]))
+    # the reference and onnxruntime follow the tables on finite inputs below the overflow threshold
+    fmax = grid[last]
+    plain = np.abs(x) < fmax
+    np.testing.assert_array_equal(got[plain], _reference(model, x)[0][plain])
+    np.testing.assert_array_equal(got[plain], _ort(model, {"x": x}, ["y"])[0][plain])
+
+
+# ---- float8 E8M0 --------------------------------------------------------------------------------
+def _e8m0_rule(x: float, saturate: int, round_mode: str) -> int | None:
+    """The code (exponent + 127) from ``round_mode`` and the Cast table; None where ONNX leaves it open."""
+    if np.isnan(x):
+        return 0xFF
+    if x < 0 or (x == 0 and np.signbit(x)):
+        return None  # unspecified
+    if np.isinf(x) or x > 2.0**127:
+        return 0xFE if saturate else 0xFF
+    if x < 2.0**-127:
+        return 0 if saturate else 0xFF
+    m, e = np.frexp(np.float64(x))  # x = m * 2**e, m in [0.5, 1)
+    m, e = 2 * m, int(e) - 1
+    e += {"up": m > 1, "down": False, "nearest": m >= 1.5}[round_mode]
+    return e + 127
+
+
+@pytest.mark.parametrize("round_mode", ["up", "down", "nearest"])
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("src", [np.float32, np.float16])
+def test_cast_to_float8e8m0(round_mode, saturate, src):
+    edges = [1.0, 1.25, 1.5, 1.75, 3.0, 0.124, 2.0**-127, 1.5 * 2.0**-127, 2.0**-128, 2.0**127, 1.5 * 2.0**127,
+             3.4e38, 0.0, np.inf, np.nan]
+    x = np.concatenate([np.exp2(np.arange(-149, 128, 0.37)), edges])
+    x = x.astype(np.float32)
+    if src == np.float16:
+        x = x[(np.abs(x) < 60000) | ~np.isfinite(x)].astype(np.float16)
+    small, y, model = _cast_round_trip(TensorProto.FLOAT8E8M0, x, round_mode=round_mode, saturate=saturate)
+    got = torch_to_array(small).view(np.uint8)
+    expected = np.array([_e8m0_rule(float(v), saturate, round_mode) for v in x])
+    np.testing.assert_array_equal(got.astype(np.int64), expected.astype(np.int64))
+    # the reference follows the same rules for normal float32 values up to E8M0_MAX
+    normal = (x.astype(np.float32) >= 2.0**-126) & (x.astype(np.float32) <= 2.0**127)
+    np.testing.assert_array_equal(got[normal], _reference(model, x)[0].view(np.uint8)[normal])
+    assert encode(torch.tensor([np.inf]), torch.float8_e8m0fnu, saturate, round_mode).view(torch.uint8).item() == (
+        0xFE if saturate else 0xFF)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,8 +401,10 @@ def test_castlike_takes_the_small_type_of_its_target():
 @pytest.mark.parametrize("np_type,lo,hi", [(ml_dtypes.int4, -8, 7), (ml_dtypes.uint4, 0, 15), (ml_dtypes.int2, -2, 1),
                                            (ml_dtypes.uint2, 0, 3)])
 def test_quantize_saturates_to_the_small_range(np_type, lo, hi):
+    """``y = saturate(round(x / y_scale) + y_zero_point)``, rounding half to even, saturating to the range."""
     x = np.linspace(-40, 40, 33, dtype=np.float32).reshape(3, 11)
     scale = np.array([2.0, 3.0, 0.5], dtype=np.float32)
+    x[:, 1:6] = np.array([[-0.5, 0.5, 1.5, 2.5, -1.5]]) * scale[:, None]  # ties: to even
     zp = np.array([1, 0, 1], dtype=np.int64).clip(lo, hi).astype(np_type)
     inits = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zp, "z")]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=0),
@@ -257,11 +415,40 @@ def test_quantize_saturates_to_the_small_range(np_type, lo, hi):
                     helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 11])], inits, opset=25)
     _, module = _compile(model)
     q, y = _run(module, x)
-    ref_q, ref_y = ReferenceEvaluator(model).run(None, {"x": x})
+    zpf = zp.astype(np.float64)[:, None]
+    expected = np.clip(_half_even(x / scale[:, None].astype(np.float64)) + zpf, lo, hi)
     values = torch_to_array(q).astype(np.int64)
     assert values.min() == lo and values.max() == hi
+    np.testing.assert_array_equal(values, expected)
+    np.testing.assert_allclose(y.numpy(), (expected - zpf) * scale[:, None], rtol=1e-6)
+    ref_q, ref_y = ReferenceEvaluator(model).run(None, {"x": x})
     np.testing.assert_array_equal(values, ref_q.astype(np.int64))
     np.testing.assert_allclose(y.numpy(), ref_y, rtol=1e-6)
+    if np_type in (ml_dtypes.int4, ml_dtypes.uint4):
+        np.testing.assert_allclose(y.numpy(), _ort(model, {"x": x}, ["y"])[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("to", [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2, TensorProto.FLOAT4E2M1])
+@pytest.mark.parametrize("saturate", [1, 0])
+def test_quantize_to_small_floats_casts_per_the_tables(to, saturate):
+    """QuantizeLinear to float8/float4: ``x / y_scale`` (+ zero point) cast as ``Cast`` does."""
+    scale = np.float32(0.5)
+    x = np.array([0.0, -0.0, 0.1, 0.3, 1.3, -2.6, 100.0, 224.0, 232.0, 240.0, 30000.0, 40000.0, -1e9, np.inf, np.nan],
+                 np.float32)
+    attrs = {"saturate": saturate} if to != TensorProto.FLOAT4E2M1 else {}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s"], ["q"], output_dtype=to, **attrs),
+             helper.make_node("Cast", ["q"], ["y"], to=TensorProto.FLOAT)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])],
+                   [numpy_helper.from_array(np.array(scale), "s")], opset=25)
+    (y,) = _run(_compile(model)[1], x)
+    with np.errstate(invalid="ignore"):
+        scaled = x / scale
+    if to == TensorProto.FLOAT4E2M1:
+        expected = np.array([_e2m1_rule(float(v)) for v in scaled], np.float32)
+    else:
+        expected = np.array([_float8_rule(to, float(v), saturate, 25) for v in scaled], np.float32)
+    np.testing.assert_array_equal(y.numpy(), expected)
 
 
 def test_small_graph_values_copy_and_set():

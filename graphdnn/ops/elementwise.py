@@ -264,11 +264,40 @@ def clip(x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | Non
 
 # ---- cast --------------------------------------------------------------------------------------
 _FLOAT8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
+_FNUZ = (torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
+#: float8 type -> the least |x| that rounds (to nearest even, exponent unbounded) above the largest
+#: finite value: E4M3FN's 448 (1.110b * 2**8) is even, so its tie 464 stays; the others' maxima are odd.
+_FLOAT8_OVERFLOW = {
+    torch.float8_e4m3fn: (464.0, False),  # (threshold, whether the threshold itself overflows)
+    torch.float8_e4m3fnuz: (248.0, True),
+    torch.float8_e5m2: (61440.0, True),
+    torch.float8_e5m2fnuz: (61440.0, True),
+}
 
 
-def cast_to(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
-    """ONNX Cast semantics: float8 targets saturate (or overflow to NaN/Inf) per ``saturate``; the
-    small types (int4, float4_e2m1fn, float8_e8m0fnu...) convert as ``small_dtypes.encode`` says."""
+def _cast_float8(x: torch.Tensor, dtype: torch.dtype, saturate: int, fnuz_inf_nan: bool) -> torch.Tensor:
+    """The ONNX Cast tables for float8 (round to nearest even in every case)."""
+    xf = x.to(torch.float32)
+    fmax = torch.finfo(dtype).max
+    if saturate:  # out of range and +/-inf give +/-FLT_MAX, except inf to FNUZ before Cast-24: NaN
+        y = torch.clamp(xf, -fmax, fmax).to(dtype)
+        if fnuz_inf_nan and dtype in _FNUZ:
+            y = torch.where(torch.isinf(xf), torch.full_like(y, math.nan), y)
+        return y
+    limit, inclusive = _FLOAT8_OVERFLOW[dtype]
+    a = xf.abs()
+    overflow = (a >= limit) if inclusive else (a > limit)  # infinities included
+    y = torch.clamp(xf, -fmax, fmax).to(dtype)
+    special = torch.where(xf < 0, -math.inf, math.inf) if dtype == torch.float8_e5m2 else torch.full_like(xf, math.nan)
+    return torch.where(overflow, special.to(dtype), y)
+
+
+def cast_to(
+    x: torch.Tensor, dtype: torch.dtype, saturate: int = 1, round_mode: str = "up", *, fnuz_inf_nan: bool = False
+) -> torch.Tensor:
+    """ONNX Cast semantics: float8 targets follow the Cast tables (``saturate``; ``fnuz_inf_nan``: +/-inf
+    to E4M3FNUZ/E5M2FNUZ gives NaN even when saturating, as Cast-19 to Cast-23 say); the small types
+    (int4, float4_e2m1fn, float8_e8m0fnu...) convert as ``small_dtypes.encode`` says."""
     if x.dtype == dtype:
         return x
     if is_small(dtype):
@@ -277,15 +306,7 @@ def cast_to(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1, round_mode: 
     if x.dtype == dtype:
         return x
     if dtype in _FLOAT8:
-        fmax = torch.finfo(dtype).max
-        xf = x.to(torch.float32) if not x.dtype.is_floating_point or x.dtype in _FLOAT8 else x
-        if saturate:
-            return torch.clamp(xf, -fmax, fmax).to(dtype)
-        y = xf.to(dtype)
-        if dtype == torch.float8_e4m3fn:  # torch saturates here; ONNX wants NaN on overflow
-            overflow = xf.abs() >= fmax * (1.0 + 1.0 / 14.0)
-            y = torch.where(overflow, torch.full_like(y, math.nan), y)
-        return y
+        return _cast_float8(x, dtype, saturate, fnuz_inf_nan)
     if dtype == torch.bool:
         return x != 0
     return x.to(dtype)
@@ -300,11 +321,21 @@ def _to_code(to) -> int:
 
 
 @register("Cast", since=1)
+def cast_v1(x: torch.Tensor, *, to, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
+    return cast_to(x, dtype_from_onnx(_to_code(to)), saturate, round_mode, fnuz_inf_nan=True)
+
+
+@register("Cast", since=24)
 def cast(x: torch.Tensor, *, to, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
     return cast_to(x, dtype_from_onnx(_to_code(to)), saturate, round_mode)
 
 
 @register("CastLike", since=15)
+def cast_like_v15(x: torch.Tensor, target: torch.Tensor, *, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
+    return cast_to(x, target.dtype, saturate, round_mode, fnuz_inf_nan=True)
+
+
+@register("CastLike", since=24)
 def cast_like(x: torch.Tensor, target: torch.Tensor, *, saturate: int = 1, round_mode: str = "up") -> torch.Tensor:
     return cast_to(x, target.dtype, saturate, round_mode)
 

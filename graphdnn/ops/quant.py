@@ -34,10 +34,11 @@ def _quantize(x: torch.Tensor, scale, zero_point, dtype: torch.dtype, saturate: 
         if zero_point is not None:
             scaled = scaled + zero_point.to(torch.float32)
         return cast_to(scaled, dtype, saturate)
-    y = torch.round(scaled)
+    y = torch.round(scaled)  # half to even
     if zero_point is not None:
         y = y + zero_point.to(torch.float32)
     lo, hi = int_range(dtype)
+    y = torch.nan_to_num(y, nan=0.0)  # NaN is undefined in ONNX; 0 keeps the result deterministic
     return cast_to(torch.clamp(y, lo, hi).to(torch.int64), dtype)
 
 
