@@ -1,25 +1,40 @@
-"""Fuzz every graphdnn loader with seeded mutations of real files; report what each input did.
+"""Fuzz every graphdnn loader with hostile files: seeded mutations of real files, and generated ones; report
+what each input did.
 
-Seed files are written into a temporary folder by graphdnn's own writers (a checkpoint, a sharded
-checkpoint, an ONNX export, ``.npz`` and ``.pt`` files) and copied from ``tests/fixtures/foreign/``
-(TF1 checkpoints and meta graphs, Keras ``.keras``/``.h5``/``.weights.h5``). Every case mutates one
-file of a seed, with generic byte mutations (truncation, bit flips, interesting integers, chunk
-duplication/removal, inflated varints) and format-aware ones that keep the container valid and
-make the *content* lie: safetensors headers and graph JSON (sizes, shapes, offsets, dtypes, huge
-dimensions, duplicated names), ONNX protos, TF bundle entries rebuilt into a valid table, protobuf
-fields of meta graphs, zip members of ``.keras``/``.npz``/``.pt`` archives, HDF5 datasets, links
-and attributes.
+*Mutated* formats (``safetensors``, ``onnx``, ``tf_index``, ``tf_data``, ``tf_meta``, ``keras``, ``h5``,
+``npz``, ``pt``): seed files are written into a temporary folder by graphdnn's own writers (a checkpoint, a
+sharded checkpoint, an ONNX export, ``.npz`` and ``.pt`` files) and copied from ``tests/fixtures/foreign/``
+(TF1 checkpoints and meta graphs, Keras ``.keras``/``.h5``/``.weights.h5``). Every case mutates one file of
+a seed, with generic byte mutations (truncation, bit flips, interesting integers, chunk duplication/removal,
+inflated varints) and format-aware ones that keep the container valid and make the *content* lie:
+safetensors headers and graph JSON, ONNX protos, TF bundle entries rebuilt into a valid table, protobuf
+fields of meta graphs, zip members of ``.keras``/``.npz``/``.pt`` archives, HDF5 datasets, links and
+attributes.
 
-Each case runs in a worker subprocess (a long-lived one, replaced when it dies or hangs) under a
-wall-clock timeout and an address-space cap (``RLIMIT_AS``) set, for each case, to the worker's
-current size plus ``--mem-base-mb`` plus ``--mem-per-byte`` times the case's total file size: a
-loader that allocates beyond that bound fails with a ``MemoryError`` (or dies) and is reported.
-Outcomes: ``ok`` (loaded), ``clean`` (a ``graphdnn.errors.GraphDNNError``), ``unexpected`` (any
-other exception: type, message, traceback tail and the case id to reproduce), ``memory`` (a
+*Generated* formats build valid containers with hostile content from scratch (or around a real model):
+``onnx_gen`` (1-4 nodes of random op types with attributes drawn from their ``onnx.defs`` schemas, fed by
+initializers that lie, sparse initializers and ``sparse_value`` constants, external data beside, outside
+or at an absolute path), ``safetensors_gen`` (overlapping or out-of-range offsets, huge dims, bad dtypes,
+duplicated names, metadata that is not strings), ``h5_gen`` (external raw storage, virtual datasets,
+external/soft/hard links, filters, unwritten datasets, odd element types, in ``.h5``, ``.weights.h5`` and
+inside ``.keras``), ``zip_gen`` (``.npz``/``.pt``/``.keras`` members of odd sizes, odd names, other
+compression methods, duplicates, deflate bombs), ``tf_gen`` (meta graphs of random ops whose attributes
+have odd values or the wrong kind) and ``saved_model_gen`` (a real SavedModel folder whose ``saved_model.pb``
+is rewritten through graphdnn's TF protobuf classes: nodes, calls of missing or recursive functions,
+signatures, the function library, the object graph; or whose variables index/data are mutated). Files that
+refer outside the case's folder point at ``SECRET``; a loaded tensor holding its bytes is a failure.
+
+Whatever loads is compiled (``graphdnn.compile``) and run once on small inputs. Each case runs in a worker
+subprocess (a long-lived one, replaced when it dies or hangs) under a wall-clock timeout and an
+address-space cap (``RLIMIT_AS``) set, for each case, to the worker's current size plus ``--mem-base-mb``
+plus ``--mem-per-byte`` times the case's total file size. Outcomes: ``ok`` (loaded, compiled and ran),
+``clean`` (a ``graphdnn.errors.GraphDNNError``), ``run_error`` (loaded and compiled; PyTorch refused the
+forward pass on the fuzzer's inputs: reported, not a failure), and the failures ``unexpected`` (any other
+exception: type, message, traceback tail and the case id to reproduce), ``memory`` (the budget overrun: a
 ``MemoryError`` under the cap), ``timeout`` and ``crash`` (the worker died: signal or exit code).
 
-    python benchmarks/fuzz_loaders.py --cases 500 --json fuzz.json
-    python benchmarks/fuzz_loaders.py --reproduce onnx:17 --seed 0     # rerun one case in-process
+    python benchmarks/fuzz_loaders.py --cases 300 --json fuzz.json
+    python benchmarks/fuzz_loaders.py --reproduce onnx_gen:17 --seed 0     # rerun one case in-process
 """
 
 from __future__ import annotations
@@ -48,8 +63,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FOREIGN = ROOT / "tests" / "fixtures" / "foreign"
-FORMATS = ("safetensors", "onnx", "tf_index", "tf_data", "tf_meta", "keras", "h5", "npz", "pt")
+MUTATED = ("safetensors", "onnx", "tf_index", "tf_data", "tf_meta", "keras", "h5", "npz", "pt")
+GENERATED = ("onnx_gen", "safetensors_gen", "h5_gen", "zip_gen", "tf_gen", "saved_model_gen")
+FORMATS = MUTATED + GENERATED
 FAILURES = ("unexpected", "memory", "timeout", "crash")
+OUTCOMES = ("ok", "clean", "run_error", *FAILURES)
 INTERESTING_INTS = (0, 1, 2, 7, 255, 256, 0x7FFF, 0xFFFF, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**40, 2**53 + 1,
                     2**62, 2**63 - 1, 2**64 - 1, -1, -2**31, -2**63)
 INTERESTING_STRINGS = ("", "a", "A:0", "A:7", "x/y", "../../etc/passwd", "__metadata__",
@@ -140,7 +158,7 @@ def make_seeds(work: Path) -> dict[str, list[Seed]]:
     import graphdnn as gd
 
     g = _small_graph()
-    seeds: dict[str, list[Seed]] = {f: [] for f in FORMATS}
+    seeds: dict[str, list[Seed]] = {f: [] for f in MUTATED}
 
     d = work / "st"
     d.mkdir()
@@ -196,6 +214,8 @@ def make_seeds(work: Path) -> dict[str, list[Seed]]:
     buf = io.BytesIO()
     torch.save({"model_state_dict": state, "epoch": 3}, buf)
     seeds["pt"].append(Seed("pt", "nested", {"m.pt": buf.getvalue()}, "m.pt", [("tensors", "m.pt")]))
+    for seed in (s for group in seeds.values() for s in group):  # compile and run whatever loads
+        seed.steps = [("run" if kind == "load" else kind, rel) for kind, rel in seed.steps]
     return seeds
 
 
@@ -892,6 +912,665 @@ def mutate_file(seed: Seed, data: bytes, rng: random.Random) -> bytes:
     return mutate_bytes(data, rng)
 
 
+# ============================================================================ generated cases
+# Structure-aware generation: valid containers built from scratch (or around a real model) whose
+# *content* is hostile. Each generator returns ``(name, files, steps)`` for one case.
+SECRET = b"graphdnn-fuzz: bytes outside the model folder".ljust(64, b"#") * 4  # must never be loaded
+SECRET_PATH = Path(tempfile.gettempdir()) / "graphdnn-fuzz-secret.bin"  # an absolute path holding it
+_SMALL_INTS = (-1, 0, 1, 1, 2, 2, 3, 4)
+
+
+def _hostile_int(rng: random.Random) -> int:
+    return rng.choice(_SMALL_INTS) if rng.random() < 0.75 else rng.choice(INTERESTING_INTS)
+
+
+def _onnx_schemas() -> list[Any]:
+    import onnx.defs
+
+    from graphdnn.ops import registry
+
+    opset = registry.MAX_ONNX_OPSET
+    names = sorted({s.name for s in onnx.defs.get_all_schemas_with_history() if s.domain == ""})
+    out = []
+    for name in names:
+        try:
+            schema = onnx.defs.get_schema(name, opset, "")
+        except Exception:  # noqa: BLE001 - an op introduced after the newest opset graphdnn reads
+            continue
+        if not schema.deprecated:
+            out.append(schema)
+    return out
+
+
+_SCHEMAS: list[Any] = []
+
+
+def _onnx_array(rng: random.Random, dtype: Any = None) -> Any:
+    """A small numpy array of a random (ONNX-representable) dtype and shape."""
+    import numpy as np
+
+    dtype = dtype or rng.choice((np.float32, np.float32, np.float32, np.int64, np.int64, np.int32, np.float64,
+                                 np.float16, np.bool_, np.uint8, np.int8))
+    shape = tuple(rng.choice((1, 2, 3, 4)) for _ in range(rng.choice((0, 1, 1, 2, 3))))
+    data = np.asarray([rng.choice((0, 1, 2, 3, -1, 0.5)) for _ in range(int(np.prod(shape)))])
+    return data.astype(dtype).reshape(shape)
+
+
+def _onnx_lie(t: Any, rng: random.Random) -> None:
+    """Make an initializer's metadata lie about its payload (dims, element type)."""
+    what = rng.randrange(3)
+    if what == 0:
+        dims = rng.choice(([-1], [2**31, 2**31], [0, 5], [2**40], [3, -2], list(t.dims) + [7]))
+        del t.dims[:]
+        t.dims.extend(dims)
+    elif what == 1:
+        t.data_type = rng.choice((0, 8, 14, 15, 22, 23, 99))
+    else:
+        t.raw_data = t.raw_data[: len(t.raw_data) // 2] + (b"\x01" if rng.random() < 0.5 else b"")
+
+
+def _onnx_sparse(rng: random.Random, name: str) -> Any:
+    """A ``SparseTensorProto``, honest or lying (index range, counts, dims, element type)."""
+    import numpy as np
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    dims = [rng.choice((1, 2, 4, 6)) for _ in range(rng.choice((1, 1, 2)))]
+    numel = int(np.prod(dims))
+    nnz = rng.randrange(0, numel + 1)
+    flat = sorted(rng.sample(range(numel), nnz))
+    values = [float(rng.choice((1, 2, -3))) for _ in range(nnz)]
+    kind = rng.randrange(8)
+    if kind == 0 and flat:
+        flat[-1] = rng.choice((numel, numel + 5, -1, 2**40))
+    elif kind == 1:
+        values.append(9.0)
+    elif kind == 2 and flat:
+        flat.append(flat[0])
+        values.append(1.0)
+    elif kind == 3:
+        dims = rng.choice(([-4], [2**20, 2**20], [0]))
+    coords = rng.random() < 0.3 and len(dims) > 1 and kind != 3
+    if coords:
+        idx = np.array(np.unravel_index([max(0, min(i, numel - 1)) for i in flat], dims)).T.reshape(-1).tolist()
+        if kind == 0 and idx:
+            idx[-1] = dims[-1] + 3
+        indices = h.make_tensor(name + "_i", T.INT64, [len(flat), len(dims)], idx)
+    else:
+        indices = h.make_tensor(name + "_i", T.INT64, [len(flat)], flat)
+    if kind == 4:
+        vals = h.make_tensor(name, T.STRING, [len(values)], [b"s"] * len(values))
+    elif kind == 5:
+        vals = h.make_tensor(name, rng.choice((T.INT64, T.DOUBLE, T.FLOAT16)), [len(values)], values)
+    else:
+        vals = h.make_tensor(name, T.FLOAT, [len(values)], values)
+    return h.make_sparse_tensor(vals, indices, dims)
+
+
+def _onnx_attr(rng: random.Random, name: str, kind: int) -> Any:
+    from onnx import AttributeProto as A
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    if kind == A.INT:
+        return h.make_attribute(name, _hostile_int(rng))
+    if kind == A.INTS:
+        return h.make_attribute(name, [_hostile_int(rng) for _ in range(rng.choice((0, 1, 2, 2, 4)))], attr_type=kind)
+    if kind == A.FLOAT:
+        return h.make_attribute(name, rng.choice((0.5, 1.0, 1e-5, -1.0, 1e30, float("nan"), float("inf"))))
+    if kind == A.FLOATS:
+        return h.make_attribute(name, [rng.choice((0.5, 1.0, -2.0)) for _ in range(rng.choice((0, 1, 2, 4)))],
+                                attr_type=kind)
+    if kind == A.STRING:
+        return h.make_attribute(name, rng.choice(("", "NOTSET", "constant", "linear", "nearest", "SAME_UPPER",
+                                                  "reflect", "x" * 300, "__import__('os')", "ü")))
+    if kind == A.STRINGS:
+        return h.make_attribute(name, [rng.choice(("a", "", "tanh", "sigmoid")) for _ in range(rng.randrange(3))],
+                                attr_type=kind)
+    if kind == A.TENSOR:
+        return h.make_attribute(name, numpy_helper.from_array(_onnx_array(rng), name))
+    if kind == A.SPARSE_TENSOR:
+        return h.make_attribute(name, _onnx_sparse(rng, name))
+    if kind == A.GRAPH:
+        return h.make_attribute(name, h.make_graph([], "empty", [], []))
+    return h.make_attribute(name, rng.choice((1, 1.5, "s", [1, 2])))  # a value of the wrong kind
+
+
+def gen_onnx(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[str, dict[str, bytes], list]:
+    """A model of 1-4 random nodes (op types and attributes from ``onnx.defs``) fed by graph inputs,
+    initializers (some lying, sparse, or external and pointing anywhere) and Constant nodes."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    if not _SCHEMAS:
+        _SCHEMAS.extend(_onnx_schemas())
+    files: dict[str, bytes] = {}
+    x = h.make_tensor_value_info("x", T.FLOAT, [rng.choice((1, 2, 3)) for _ in range(rng.choice((1, 2, 2, 3, 4)))])
+    inputs, inits, sparse_inits, nodes, avail = [x], [], [], [], ["x"]
+    ops = []
+    for k in range(rng.choice((1, 1, 2, 3, 4))):
+        schema = rng.choice(_SCHEMAS)
+        hi = min(schema.max_input, schema.min_input + 2)
+        n_in = rng.randint(schema.min_input, max(schema.min_input, hi))
+        ins = []
+        for i in range(n_in):
+            r = rng.random()
+            if r < 0.45:
+                ins.append(rng.choice(avail))
+            elif r < 0.8:
+                name = f"w{k}_{i}"
+                t = numpy_helper.from_array(_onnx_array(rng), name)
+                lie = rng.random()
+                if lie < 0.15:
+                    _onnx_lie(t, rng)
+                elif lie < 0.3:  # external data: beside the model, outside it, or absolute
+                    payload = t.raw_data or b"\x00" * 4
+                    files["w.bin"] = files.get("w.bin", b"") + payload
+                    location = rng.choice(("w.bin", "w.bin", "../outside.bin", str(SECRET_PATH), "sub/../w.bin",
+                                           "missing.bin", "."))
+                    t.ClearField("raw_data")
+                    t.data_location = T.EXTERNAL
+                    for key, value in (("location", location), ("offset", str(rng.choice((0, 0, 3, 2**40)))),
+                                       ("length", str(rng.choice((len(payload), len(payload), 1, 2**40))))):
+                        entry = t.external_data.add()
+                        entry.key, entry.value = key, value
+                elif lie < 0.4:
+                    sparse_inits.append(_onnx_sparse(rng, name))
+                    ins.append(name)
+                    continue
+                inits.append(t)
+                ins.append(name)
+            elif r < 0.92:
+                name = f"c{k}_{i}"
+                value = {"sparse_value": _onnx_sparse(rng, name)} if rng.random() < 0.4 else {
+                    "value": numpy_helper.from_array(_onnx_array(rng), name)}
+                nodes.append(h.make_node("Constant", [], [name], **value))
+                ins.append(name)
+            else:
+                ins.append(rng.choice(("", "missing")))
+        attrs = []
+        for a in schema.attributes.values():
+            if rng.random() < (0.9 if a.required else 0.4):
+                wrong = rng.random() < 0.05
+                attrs.append(_onnx_attr(rng, a.name, rng.choice(list(range(1, 12))) if wrong else a.type))
+        if rng.random() < 0.05:
+            attrs.append(_onnx_attr(rng, rng.choice(("zz", "a=__import__('os'),b", "ü")), rng.choice((1, 2, 7))))
+        n_out = max(1, schema.min_output) + (rng.randrange(2) if schema.max_output > schema.min_output else 0)
+        outs = [f"v{k}_{j}" for j in range(n_out)]
+        node = h.make_node(schema.name, ins, outs, name=f"n{k}")
+        node.attribute.extend(attrs)
+        nodes.append(node)
+        avail.extend(outs)
+        ops.append(schema.name)
+    outputs = [h.make_tensor_value_info(nodes[-1].output[0], rng.choice((T.FLOAT, T.FLOAT, T.INT64, 0)), None)]
+    graph = h.make_graph(nodes, "gen", inputs, outputs, inits)
+    graph.sparse_initializer.extend(sparse_inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", rng.choice((13, 17, 18, 21)))])
+    model.ir_version = 8 if rng.random() < 0.9 else rng.choice((3, 99))
+    files["m.onnx"] = model.SerializeToString()
+    return "+".join(ops), files, [("run", "m.onnx")]
+
+
+def gen_safetensors(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[str, dict[str, bytes], list]:
+    """A real checkpoint (graph included) or a weights-only file built from scratch, whose header lies:
+    overlapping or out-of-range offsets, huge or negative dims, bad dtypes, duplicated names, metadata
+    values that are not strings."""
+    seed = seeds["safetensors"][0]
+    header, body = _safetensors_split(seed.files[seed.target])
+    steps: list = [("run", "m.safetensors")]
+    if rng.random() < 0.4:  # weights only, from scratch
+        header, chunks, at = {}, [], 0
+        for i in range(rng.randrange(1, 5)):
+            dtype, width = rng.choice((("F32", 4), ("F16", 2), ("BF16", 2), ("I64", 8), ("BOOL", 1), ("U8", 1),
+                                       ("F8_E4M3", 1), ("F64", 8), ("I8", 1), ("U64", 8)))
+            shape = [rng.choice((0, 1, 2, 3)) for _ in range(rng.randrange(3))]
+            n = width * (int(__import__("math").prod(shape)) if shape else 1)
+            header[f"t{i}"] = {"dtype": dtype, "shape": shape, "data_offsets": [at, at + n]}
+            chunks.append(rng.randbytes(n))
+            at += n
+        body = b"".join(chunks)
+        steps = [("tensors", "m.safetensors")]
+    names = [k for k in header if k != "__metadata__"]
+    for _ in range(rng.choice((0, 1, 1, 2, 3))):  # (none: an honest file, which must load)
+        kind = rng.randrange(7)
+        entry = header[rng.choice(names)] if names else {}
+        if kind == 0 and len(names) > 1:  # overlapping offsets
+            entry["data_offsets"] = list(header[rng.choice(names)]["data_offsets"])
+        elif kind == 1 and entry:
+            entry["shape"] = rng.choice(([2**62, 4], [-1], [2**31, 2**31, 2**31], [1.5], ["2"], [None], 7))
+        elif kind == 2 and entry:
+            entry["dtype"] = rng.choice(("f32", "F32 ", "", "C128", "Q4", None, 4, ["F32"], {"F32": 1}))
+        elif kind == 3 and entry:
+            begin, end = entry["data_offsets"]
+            entry["data_offsets"] = rng.choice(([end, begin], [begin, len(body) + 1], [-4, end], [begin], [0.5, end],
+                                                [begin, 2**64], None, "0"))
+        elif kind == 4:
+            meta = header.get("__metadata__")
+            meta = header["__metadata__"] = meta if isinstance(meta, dict) else {}
+            key = rng.choice(list(meta) + ["format", "graphdnn.graph", "graphdnn.version", "x"])
+            meta[key] = rng.choice((7, None, [1, 2], {"a": "b"}, 1.5, True, "ü" * 3, _deep_json(500)))
+        elif kind == 5:
+            header["__metadata__"] = rng.choice(([], "meta", 7, None, {"a": {"b": "c"}}))
+        else:
+            extra = dict(entry) if entry else {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+            header[rng.choice((*names, "t0", "x"))] = extra
+            text = json.dumps(header, ensure_ascii=False)
+            dup = json.dumps(rng.choice(names or ["x"])) + ":" + json.dumps(extra)
+            return "duplicated", {"m.safetensors": _safetensors_join(text[:-1] + "," + dup + "}", body)}, steps
+    return ("weights" if steps[0][0] == "tensors" else "checkpoint"), {
+        "m.safetensors": _safetensors_join(header, body)}, steps
+
+
+def _h5_feature(f: Any, name: str, rng: random.Random) -> str:
+    """Replace dataset ``name`` of an open HDF5 file by one using an HDF5 feature (its name is returned);
+    the ones reading other files point at ``SECRET``, which no loaded tensor may hold."""
+    import h5py
+    import numpy as np
+
+    old = f[name]
+    shape, dtype = old.shape, old.dtype
+    del f[name]
+    kind = rng.randrange(10)
+    if kind == 0:  # raw storage in another file (anywhere)
+        target = rng.choice(("../outside.bin", str(SECRET_PATH), "inside.bin", "/proc/self/environ"))
+        f.create_dataset(name, shape=shape, dtype=dtype, external=[(target, 0, h5py.h5f.UNLIMITED)])
+        return "external storage"
+    if kind == 1:  # a virtual dataset mapping another file's dataset
+        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+        layout[...] = h5py.VirtualSource(rng.choice(("../outside.h5", "/etc/passwd", ".")), "data", shape=shape)
+        f.create_virtual_dataset(name, layout, fillvalue=0)
+        return "virtual dataset"
+    if kind == 2:
+        f[name] = h5py.ExternalLink(rng.choice(("../outside.h5", "/etc/passwd", "m.h5")), "/data")
+        return "external link"
+    if kind == 3:  # a soft link to another dataset, or dangling
+        others = _h5_datasets(f)
+        f[name] = h5py.SoftLink("/" + rng.choice(others) if others and rng.random() < 0.7 else "/nowhere")
+        return "soft link"
+    if kind == 4 and shape:  # a hard link: the same dataset under two names
+        ds = f.create_dataset(name + "_twin", data=np.zeros(shape, dtype))
+        f[name] = ds
+        return "hard link"
+    if kind == 5:  # filters and layouts
+        data = np.ones(shape, dtype) if dtype.kind in "biuf" else np.zeros(shape, "f4")
+        opts = rng.choice(({"compression": "gzip", "compression_opts": 9}, {"compression": "lzf"},
+                           {"shuffle": True, "fletcher32": True}, {"scaleoffset": 0 if data.dtype.kind in "iu" else 2},
+                           {"chunks": tuple(1 for _ in shape) or None}, {"fillvalue": 7}))
+        try:
+            f.create_dataset(name, data=data, **opts)
+        except (TypeError, ValueError):
+            f.create_dataset(name, data=data)
+        return f"filter {sorted(opts)[0]}"
+    if kind == 6:  # never written: its fill value only, possibly huge
+        f.create_dataset(name, shape=rng.choice((shape, (2**20, 2**20), (0,))), dtype=dtype, chunks=True,
+                         fillvalue=1)
+        return "unwritten"
+    if kind == 7:  # odd element types
+        value = rng.choice((lambda: np.array([b"a", b"bc"], dtype=h5py.string_dtype("ascii")),
+                            lambda: np.zeros(shape, dtype=h5py.enum_dtype({"A": 0, "B": 1}, basetype="i1")),
+                            lambda: np.zeros(shape, "u8"), lambda: np.zeros(shape, "c8"),
+                            lambda: np.zeros(shape, [("a", "f4")]), lambda: np.zeros(shape, ">f8")))()
+        f.create_dataset(name, data=value)
+        return "odd dtype"
+    if kind == 8:  # an object reference where a weight should be
+        f.create_dataset(name, data=f.ref if hasattr(f, "ref") else f["/"].ref, dtype=h5py.ref_dtype)
+        return "reference"
+    f.create_dataset(name, data=np.zeros(shape[::-1] + (2,), "f4"))  # a reshaped weight
+    return "reshaped"
+
+
+def _with_member(archive: bytes, member: str, payload: bytes) -> bytes:
+    return _zip_build([(info.filename, payload if info.filename == member else data, info.compress_type)
+                       for info, data in _zip_members(archive)])
+
+
+def gen_h5(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[str, dict[str, bytes], list]:
+    """A real Keras ``.h5``, ``.weights.h5`` or ``.keras`` whose weights use HDF5 features: external raw
+    storage, virtual datasets, external/soft/hard links, filters, fill values, odd element types."""
+    import h5py
+
+    folder = FOREIGN / "keras"
+    model = rng.choice(("mlp", "cnn"))
+    which = rng.choice(("h5", "weights.h5", "keras"))
+    if which == "keras":
+        archive = (folder / f"{model}.keras").read_bytes()
+        member = next(i.filename for i, _ in _zip_members(archive) if i.filename.endswith(".h5"))
+        data = dict((i.filename, d) for i, d in _zip_members(archive))[member]
+    else:
+        data = (folder / f"{model}.{which}").read_bytes()
+    buf = io.BytesIO(data)
+    with h5py.File(buf, "r+") as f:
+        names = _h5_datasets(f)
+        weights = [n for n in names if n.rsplit("/", 1)[-1] in ("0", "1", "kernel:0", "bias:0")] or names
+        feature = _h5_feature(f, rng.choice(weights), rng)
+    data = buf.getvalue()
+    files = {"inside.bin": SECRET}
+    if which == "keras":
+        files["m.keras"] = _with_member(archive, member, data)
+        steps = [("load", "m.keras"), ("tensors", "m.keras")]
+    elif which == "h5":
+        files["m.h5"] = data
+        steps = [("run", "m.h5"), ("tensors", "m.h5")]
+    else:
+        files["w.weights.h5"] = data
+        steps = [("tensors", "w.weights.h5")]
+    return f"{model}.{which} {feature}", files, steps
+
+
+def _odd_size(payload: bytes, rng: random.Random) -> bytes:
+    n = len(payload)
+    return rng.choice((lambda: b"", lambda: payload[:1], lambda: payload[: max(0, n - 1)], lambda: payload + b"\x00",
+                       lambda: payload[: n // 2], lambda: payload + payload[-7:], lambda: payload[:10] + b"\xff" * 3,
+                       lambda: payload * 2))()
+
+
+def gen_zip(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[str, dict[str, bytes], list]:
+    """A real ``.npz``, ``.pt`` or ``.keras`` archive rebuilt with members of odd sizes, odd names
+    (``../``, absolute, directories), other compression methods, duplicates or a honest deflate bomb."""
+    fmt = rng.choice(("npz", "pt", "keras"))
+    seed = rng.choice(seeds[fmt])
+    members = [(i.filename, d, i.compress_type) for i, d in _zip_members(seed.files[seed.target])]
+    what = []
+    for _ in range(rng.choice((1, 1, 2))):
+        i = rng.randrange(len(members))
+        name, payload, method = members[i]
+        kind = rng.randrange(6)
+        if kind in (0, 1):
+            members[i] = (name, _odd_size(payload, rng), method)
+            what.append(f"odd size {name.rsplit('/', 1)[-1]}")
+        elif kind == 2:
+            members[i] = (name, payload, rng.choice((zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)))
+            what.append("method")
+        elif kind == 3:
+            prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+            members.append((prefix + rng.choice(("../evil.npy", "/abs.npy", "dir/", "a\\b.npy", "x.npy")),
+                            _odd_size(payload, rng), zipfile.ZIP_STORED))
+            what.append("odd name")
+        elif kind == 4:
+            members.append((name, _odd_size(payload, rng), method))
+            what.append("duplicate")
+        else:
+            members.append((name, b"\x00" * rng.choice((2**20, 16 * 2**20, 48 * 2**20)), zipfile.ZIP_DEFLATED))
+            what.append("deflate bomb")
+    return f"{fmt} {', '.join(what)}", {seed.target: _zip_build(members)}, seed.steps
+
+
+def _tf_attr(kind: str, rng: random.Random) -> bytes:
+    """An ``AttrValue``: the kind a node expects, or (sometimes) another."""
+    if rng.random() < 0.1:
+        kind = rng.choice(("s", "i", "f", "b", "type", "shape", "list", "tensor"))
+    if kind == "type":
+        return _pb_varint_field(6, rng.choice((1, 1, 1, 1, 1, 3, 9, 10, 2, 7, 0, 99, 101, 18, 19, 23)))
+    if kind == "shape":
+        return _pb_bytes_field(7, _tf_shape(rng))
+    if kind == "tensor":
+        return _pb_bytes_field(8, _tf_tensor(rng))
+    if kind == "s":
+        return _pb_bytes_field(2, rng.choice((b"", b"SAME", b"VALID", b"NHWC", b"\xff\xfe", b"x" * 200)))
+    if kind == "i":
+        return _pb_varint_field(3, _hostile_int(rng))
+    if kind == "f":
+        return _uvarint((4 << 3) | 5) + struct.pack("<f", rng.choice((0.5, 1.0, float("nan"), -1e30)))
+    if kind == "b":
+        return _pb_varint_field(5, rng.choice((0, 1, 2)))
+    ints = b"".join(_uvarint(_hostile_int(rng)) for _ in range(rng.randrange(5)))
+    return _pb_bytes_field(1, _pb_bytes_field(3, ints))  # list(i): packed
+
+
+def _tf_shape(rng: random.Random) -> bytes:
+    if rng.random() < 0.1:
+        return _pb_varint_field(3, 1)  # unknown rank
+    dims = [rng.choice((1, 2, 3, 4, -1)) if rng.random() < 0.8 else rng.choice((0, -7, 2**28, 2**40, 2**62))
+            for _ in range(rng.choice((0, 1, 2, 2, 3)))]
+    return b"".join(_pb_bytes_field(2, _pb_varint_field(1, d)) for d in dims)
+
+
+def _tf_tensor(rng: random.Random) -> bytes:
+    """A ``TensorProto``: dtype, shape, and content that may not match them."""
+    if rng.random() < 0.4:  # an honest float32 constant
+        dims = [rng.choice((1, 2, 3)) for _ in range(rng.choice((0, 1, 2)))]
+        n = 1
+        for d in dims:
+            n *= d
+        shape = b"".join(_pb_bytes_field(2, _pb_varint_field(1, d)) for d in dims)
+        content = b"".join(struct.pack("<f", rng.choice((0.5, 1.0, -2.0))) for _ in range(n))
+        return _pb_varint_field(1, 1) + _pb_bytes_field(2, shape) + _pb_bytes_field(4, content)
+    dtype = rng.choice((1, 1, 1, 3, 9, 2, 10, 7, 19, 18, 8, 99))
+    out = _pb_varint_field(1, dtype) + _pb_bytes_field(2, _tf_shape(rng))
+    r = rng.random()
+    if r < 0.4:
+        out += _pb_bytes_field(4, rng.randbytes(rng.choice((0, 1, 4, 8, 12, 16, 24, 33))))
+    elif r < 0.7:
+        floats = b"".join(struct.pack("<f", rng.choice((0.5, 1.0, -2.0))) for _ in range(rng.choice((1, 1, 3))))
+        out += _pb_bytes_field(5, floats)
+    elif r < 0.9:
+        out += _pb_bytes_field(7, b"".join(_uvarint(_hostile_int(rng)) for _ in range(rng.choice((1, 2, 6)))))
+    else:
+        out += _pb_bytes_field(8, b"abc")  # string_val
+    return out
+
+
+_TF_OPS = {  # op -> (number of inputs, attrs it reads)
+    "Placeholder": (0, {"dtype": "type", "shape": "shape"}), "Const": (0, {"dtype": "type", "value": "tensor"}),
+    "Identity": (1, {"T": "type"}), "MatMul": (2, {"T": "type", "transpose_a": "b", "transpose_b": "b"}),
+    "Add": (2, {"T": "type"}), "Relu": (1, {"T": "type"}), "Reshape": (2, {"T": "type", "Tshape": "type"}),
+    "Fill": (2, {"T": "type", "index_type": "type"}), "Shape": (1, {"T": "type", "out_type": "type"}),
+    "ConcatV2": (3, {"T": "type", "N": "i", "Tidx": "type"}), "Transpose": (2, {"T": "type", "Tperm": "type"}),
+    "BiasAdd": (2, {"T": "type", "data_format": "s"}), "Cast": (1, {"SrcT": "type", "DstT": "type"}),
+    "Mean": (2, {"T": "type", "keep_dims": "b", "Tidx": "type"}), "Softmax": (1, {"T": "type"}),
+    "Conv2D": (2, {"T": "type", "strides": "list", "padding": "s", "data_format": "s", "dilations": "list"}),
+    "MaxPool": (1, {"T": "type", "ksize": "list", "strides": "list", "padding": "s"}),
+    "Tile": (2, {"T": "type", "Tmultiples": "type"}), "ExpandDims": (2, {"T": "type", "Tdim": "type"}),
+    "Range": (3, {"Tidx": "type"}), "NoSuchOp": (1, {"T": "type"}),
+}
+
+
+def gen_tf(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[str, dict[str, bytes], list]:
+    """A TF1 ``MetaGraphDef`` (or a bare ``GraphDef`` where one is expected) written from scratch: a
+    Placeholder and Consts feeding random ops whose attributes have odd values or the wrong kind."""
+    nodes, names, ops = [], [], []
+    for k in range(rng.randint(2, 7)):
+        op = "Placeholder" if k == 0 else "Const" if k < 3 and rng.random() < 0.6 else rng.choice(list(_TF_OPS))
+        n_in, attrs = _TF_OPS[op]
+        name = f"n{k}" if rng.random() < 0.95 else rng.choice(("n0", "", "a:0", "^x", "ü/层"))
+        body = _pb_bytes_field(1, name.encode()) + _pb_bytes_field(2, op.encode())
+        for _ in range(n_in + (1 if rng.random() < 0.1 else 0) - (1 if n_in and rng.random() < 0.1 else 0)):
+            ref = rng.choice(names) if names else "missing"
+            ref += rng.choice(("", "", ":0", ":1", ":99")) if rng.random() < 0.3 else ""
+            body += _pb_bytes_field(3, (("^" if rng.random() < 0.05 else "") + ref).encode())
+        for key, kind in attrs.items():
+            if rng.random() < 0.92:
+                entry = _pb_bytes_field(1, key.encode()) + _pb_bytes_field(2, _tf_attr(kind, rng))
+                body += _pb_bytes_field(5, entry)
+        nodes.append(_pb_bytes_field(1, body))
+        names.append(name)
+        ops.append(op)
+    graph_def = b"".join(nodes)
+    meta = _pb_bytes_field(2, graph_def)
+    if rng.random() < 0.2:  # a collection naming things that do not exist
+        values = _pb_bytes_field(1, _pb_bytes_field(1, rng.choice((b"missing:0", b"n1:0", b""))))
+        meta += _pb_bytes_field(4, _pb_bytes_field(1, b"train_op") + _pb_bytes_field(2, values))
+    return "+".join(ops[1:]) or "empty", {"m.meta": meta}, [("run", "m.meta")]
+
+
+_SAVED_MODELS: dict[str, dict[str, bytes]] = {}
+_SM_OPS = ("While", "StatelessWhile", "If", "StatelessIf", "StatefulPartitionedCall", "PartitionedCall",
+           "TensorListReserve", "TensorListGetItem", "TensorListSetItem", "TensorListStack", "_Retval", "Identity",
+           "ReadVariableOp", "VarHandleOp", "Const", "Placeholder", "MatMul", "AddV2", "NoSuchOp")
+
+
+def _saved_models() -> dict[str, dict[str, bytes]]:
+    """The SavedModel fixtures, by name: relative path -> bytes."""
+    if not _SAVED_MODELS:
+        for folder in sorted(FOREIGN.glob("saved_model_*")):
+            files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+                     if p.is_file() and p.name != "expected.npz"}
+            _SAVED_MODELS[folder.name.removeprefix("saved_model_")] = files
+    return _SAVED_MODELS
+
+
+def _sm_nodes(meta: Any) -> list[tuple[str, Any]]:
+    """Every NodeDef of a meta graph (top graph and function bodies) with where it is."""
+    found = [("graph", n) for n in meta.graph_def.node]
+    for f in meta.graph_def.library.function:
+        if "traced_save" not in f.signature.name and "traced_restore" not in f.signature.name:  # not imported
+            found += [(f.signature.name, n) for n in f.node_def]
+    return found
+
+
+def _sm_mutate_node(meta: Any, rng: random.Random) -> str:
+    from converters.tf_protos import message_class
+
+    nodes = _sm_nodes(meta)
+    if not nodes:
+        return "no node"
+    where, node = rng.choice(nodes)
+    functions = [f.signature.name for f in meta.graph_def.library.function]
+    r = rng.random()
+    if r < 0.2:
+        node.op = rng.choice(_SM_OPS + tuple(functions[:3]))
+        return f"{where}/{node.name}: op {node.op}"
+    if r < 0.4 and node.input:
+        i = rng.randrange(len(node.input))
+        node.input[i] = rng.choice((*INTERESTING_STRINGS, node.input[i] + ":7", node.input[i].split(":")[0] + ":x:0",
+                                    f"{node.name}:output:0", "^" + node.input[i]))
+        return f"{where}/{node.name}: input {i} {node.input[i]!r}"
+    if r < 0.5 and node.input:
+        del node.input[rng.randrange(len(node.input))]
+        return f"{where}/{node.name}: input dropped"
+    if r < 0.7 and functions:  # a call (or a While/If body) naming a missing function, or the caller itself
+        key = rng.choice(("f", "body", "cond", "then_branch", "else_branch"))
+        target = rng.choice((where if where != "graph" else functions[0], "missing_fn", rng.choice(functions)))
+        node.attr[key].func.name = target
+        if rng.random() < 0.5:
+            node.op = rng.choice(("StatefulPartitionedCall", "While", "If", target))
+        return f"{where}/{node.name}: {key}={target} op {node.op}"
+    keys = list(node.attr) or ["T"]
+    key = rng.choice(keys + ["_output_shapes", "dtype", "shape", "value"])
+    kind = rng.choice(("s", "i", "f", "b", "type", "shape", "list", "tensor"))
+    node.attr[key].CopyFrom(message_class("AttrValue").FromString(_tf_attr(kind, rng)))
+    return f"{where}/{node.name}: attr {key} ({kind})"
+
+
+def _sm_mutate_signature(meta: Any, rng: random.Random) -> str:
+    if not meta.signature_def:
+        return "no signature"
+    name = rng.choice(sorted(meta.signature_def))
+    sig = meta.signature_def[name]
+    side = rng.choice(("inputs", "outputs"))
+    infos = getattr(sig, side)
+    if not infos:
+        return f"signature {name}: no {side}"
+    key = rng.choice(sorted(infos))
+    info = infos[key]
+    r = rng.random()
+    if r < 0.35:
+        info.name = rng.choice((*INTERESTING_STRINGS, info.name + "7", info.name.split(":")[0] + ":9"))
+        return f"signature {name} {side} {key}: name {info.name!r}"
+    if r < 0.55:
+        info.dtype = rng.choice((0, 3, 7, 9, 10, 21, 99, -1))
+        return f"signature {name} {side} {key}: dtype {info.dtype}"
+    if r < 0.8:
+        del info.tensor_shape.dim[:]
+        for _ in range(rng.choice((0, 1, 3, 9))):
+            info.tensor_shape.dim.add().size = rng.choice((-1, 0, 1, 3, 2**31, 2**40, -7))
+        return f"signature {name} {side} {key}: shape {[d.size for d in info.tensor_shape.dim]}"
+    del infos[key]
+    if rng.random() < 0.3:
+        infos[rng.choice(("", "x/y", "ü"))].name = rng.choice(("", "missing:0", "a:b:c"))
+    return f"signature {name} {side} {key}: removed"
+
+
+def _sm_mutate_library(meta: Any, rng: random.Random) -> str:
+    library = meta.graph_def.library.function
+    if not library:
+        return "no function"
+    i = rng.randrange(len(library))
+    fn = library[i]
+    r = rng.random()
+    if r < 0.25:
+        del library[i]
+        return f"function {fn.signature.name} removed"
+    if r < 0.5 and fn.ret:
+        key = rng.choice(sorted(fn.ret))
+        fn.ret[key] = rng.choice(("", "missing:output:0", "a", fn.ret[key] + ":3", fn.ret[key].split(":")[0] + ":y:0"))
+        return f"function {fn.signature.name}: ret {key}={fn.ret[key]!r}"
+    if r < 0.65:
+        library.add().CopyFrom(fn)  # a duplicated name
+        return f"function {fn.signature.name} duplicated"
+    if r < 0.85 and fn.signature.input_arg:
+        del fn.signature.input_arg[rng.randrange(len(fn.signature.input_arg))]
+        return f"function {fn.signature.name}: argument dropped"
+    fn.signature.output_arg.add().name = rng.choice(("extra", "", "output_0"))
+    return f"function {fn.signature.name}: output added"
+
+
+def _sm_mutate_objects(meta: Any, rng: random.Random) -> str:
+    nodes = meta.object_graph_def.nodes
+    if not nodes:
+        return "no object graph"
+    i = rng.randrange(len(nodes))
+    obj = nodes[i]
+    r = rng.random()
+    if r < 0.4 and obj.children:
+        child = obj.children[rng.randrange(len(obj.children))]
+        child.node_id = rng.choice((0, i, len(nodes), 2**31 - 1, -1))
+        return f"object {i}: child -> {child.node_id}"
+    if r < 0.6:
+        ref = obj.children.add()
+        ref.node_id, ref.local_name = rng.choice((0, i)), rng.choice(INTERESTING_STRINGS)
+        return f"object {i}: child {ref.local_name!r} -> {ref.node_id} (a cycle)"
+    if r < 0.8:
+        obj.function.concrete_functions.append(rng.choice(("missing_fn", "")))
+        return f"object {i}: a function naming a missing concrete function"
+    del nodes[i]
+    return f"object {i} removed"
+
+
+def gen_saved_model(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[str, dict[str, bytes], list]:
+    """A real SavedModel folder (``tests/fixtures/foreign/saved_model_*``) with 1-3 structure-aware lies: its
+    ``saved_model.pb`` rewritten through graphdnn's own protobuf classes (nodes of the graph and of library
+    functions: op types, inputs, attributes, calls of missing or recursive functions; signatures; the
+    function library; the object graph), or its ``variables.index`` / ``variables.data`` mutated."""
+    from converters.tf_protos import message_class
+
+    models = _saved_models()
+    model = rng.choice(sorted(models))
+    files = dict(models[model])
+    saved = message_class("SavedModel").FromString(files["saved_model.pb"])
+    what = []
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        r = rng.random()
+        metas = saved.meta_graphs
+        if r < 0.08 or not metas:
+            files["saved_model.pb"] = mutate_protobuf(saved.SerializeToString(), rng)
+            what.append("protobuf fields")
+            break
+        meta = metas[rng.randrange(len(metas))]
+        if r < 0.45:
+            what.append(_sm_mutate_node(meta, rng))
+        elif r < 0.6:
+            what.append(_sm_mutate_signature(meta, rng))
+        elif r < 0.72:
+            what.append(_sm_mutate_library(meta, rng))
+        elif r < 0.82:
+            what.append(_sm_mutate_objects(meta, rng))
+        else:
+            target = rng.choice(sorted(k for k in files if k.startswith("variables/")))
+            files[target] = (mutate_tf_index if target.endswith(".index") else mutate_bytes)(files[target], rng)
+            what.append(f"{target} mutated")
+    else:
+        files["saved_model.pb"] = saved.SerializeToString()
+    return f"{model}: {'; '.join(what)}", files, [("run", ".")]
+
+
+GENERATORS: dict[str, Callable[[random.Random, dict[str, list[Seed]]], tuple[str, dict[str, bytes], list]]] = {
+    "onnx_gen": gen_onnx, "safetensors_gen": gen_safetensors, "h5_gen": gen_h5, "zip_gen": gen_zip,
+    "tf_gen": gen_tf, "saved_model_gen": gen_saved_model,
+}
+
+
 # ================================================================================== cases
 @dataclass
 class Case:
@@ -913,6 +1592,14 @@ class Case:
 def make_case(seeds: dict[str, list[Seed]], fmt: str, index: int, base_seed: int) -> Case:
     """Case ``index`` of format ``fmt``: deterministic in ``(base_seed, fmt, index)``."""
     rng = random.Random(f"{base_seed}:{fmt}:{index}")
+    if fmt in GENERATORS:
+        for attempt in range(20):  # a generator whose random choices the writing library refuses: draw again
+            try:
+                name, files, steps = GENERATORS[fmt](rng, seeds)
+                return Case(fmt, index, name, files, steps)
+            except Exception:  # noqa: BLE001 - h5py/onnx.helper refusing a combination
+                rng = random.Random(f"{base_seed}:{fmt}:{index}:{attempt}")
+        raise RuntimeError(f"{fmt}:{index}: no case could be generated")
     seed = rng.choice(seeds[fmt])
     files = dict(seed.files)
     data = files[seed.target]
@@ -930,19 +1617,81 @@ def _run_steps(folder: Path, steps: list[tuple[str, str]]) -> None:
 
     for kind, rel in steps:
         path = folder / rel
-        if kind == "load":
+        if kind in ("load", "run"):
             graph = gd.load(path)
             for op in graph.variables():  # every value is materialized (int4 & co. through their bytes)
                 value = graph.values.get(op.name)
                 if value is not None:
                     storage(value).sum()
+                    _not_secret(rel, op.name, storage(value))
+            if kind == "run":
+                _compile_and_run(graph)
         elif kind == "tensors":
-            for _, value in read_named_tensors(path).read(read_named_tensors(path).names()):
-                value.sum()
+            for name, value in read_named_tensors(path).read(read_named_tensors(path).names()):
+                _bytes_of(value).sum()  # every byte read, whatever the dtype
+                _not_secret(rel, name, value)
         elif kind in _SELF_TESTS:  # the harness's own checks: a hang, a huge allocation, a crash
             _SELF_TESTS[kind]()
         else:
             raise ValueError(f"unknown step {kind!r}")
+
+
+def _bytes_of(value: Any) -> Any:
+    """The bytes of a tensor as a flat uint8 tensor (a dense copy: loaders may hand out expanded views)."""
+    import torch
+
+    dense = torch.empty(value.shape, dtype=value.dtype)
+    dense.copy_(value)
+    return dense.reshape(-1).view(torch.uint8)
+
+
+def _not_secret(rel: str, name: str, value: Any) -> None:
+    """Fail when a loaded tensor holds bytes of the files outside the case's folder (``SECRET``)."""
+    import torch
+
+    if not isinstance(value, torch.Tensor) or value.numel() == 0:
+        return
+    data = _bytes_of(value.detach().reshape(-1)[:16])[:16].numpy().tobytes()
+    if len(data) >= 8 and data[:8] in SECRET:
+        raise AssertionError(f"{rel}: tensor {name!r} holds bytes read from a file outside the model's folder")
+
+
+class RunError(Exception):
+    """A model loaded and compiled, but its forward pass on the fuzzer's inputs raised (the cause)."""
+
+
+def _compile_and_run(graph: Any) -> None:
+    """Compile ``graph`` and run one forward pass on small inputs of its placeholders' shapes (unknown
+    dimensions become 2; int inputs are small non-negative numbers)."""
+    import torch
+
+    import graphdnn as gd
+    from graphdnn.dtypes import torch_dtype
+
+    module = gd.compile(graph)
+    args = []
+    for name in module.input_names:
+        t = graph.get_tensor(name)
+        shape = [2 if d is None else int(d) for d in (t.shape or ())] if t.shape is not None else [2]
+        numel = 1
+        for d in shape:
+            numel *= max(d, 0)
+        if numel > 2**20:
+            return  # the inputs alone would be large: loading and compiling was the test
+        dtype = torch_dtype(t.dtype) if t.dtype else torch.float32
+        if dtype.is_floating_point:
+            args.append(torch.randn(shape).to(dtype))
+        elif dtype == torch.bool:
+            args.append(torch.zeros(shape, dtype=torch.bool))
+        else:
+            args.append(torch.full(shape, 2).to(dtype))
+    try:
+        with torch.no_grad():
+            module(*args)
+    except gd.GraphDNNError:
+        raise
+    except Exception as exc:
+        raise RunError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _hang() -> None:
@@ -968,13 +1717,15 @@ def _vm_size() -> int:
 
 
 def classify(exc: BaseException | None) -> str:
-    """``ok``, ``clean`` (a project error), ``memory`` or ``unexpected``."""
+    """``ok``, ``clean`` (a project error), ``run_error`` (a forward pass raised), ``memory`` or ``unexpected``."""
     from graphdnn.errors import GraphDNNError
 
     if exc is None:
         return "ok"
     if isinstance(exc, GraphDNNError):
         return "clean"
+    if isinstance(exc, RunError):
+        return "run_error"
     if isinstance(exc, MemoryError):
         return "memory"
     return "unexpected"
@@ -1097,12 +1848,13 @@ class Report:
     seed: int
     formats: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    run_errors: list[dict[str, Any]] = field(default_factory=list)  # the first few, for reading
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        totals = {k: sum(v[k] for v in self.formats.values()) for k in ("cases", "ok", "clean", *FAILURES)}
+        totals = {k: sum(v[k] for v in self.formats.values()) for k in ("cases", *OUTCOMES)}
         return {"cases_per_format": self.cases, "seed": self.seed, "seconds": round(self.seconds, 1),
-                "formats": self.formats, "totals": totals, "failures": self.failures}
+                "formats": self.formats, "totals": totals, "failures": self.failures, "run_errors": self.run_errors}
 
 
 def _write_case(folder: Path, case: Case) -> None:
@@ -1110,6 +1862,7 @@ def _write_case(folder: Path, case: Case) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     for rel, data in case.files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
 
 
@@ -1126,13 +1879,17 @@ def run_fuzz(cases: int, *, seed: int = 0, formats: tuple[str, ...] = FORMATS, t
         queue: list[tuple[str, int]] = [(f, i) for i in range(cases) for f in formats]
         lock = threading.Lock()
         for f in formats:
-            report.formats[f] = {"cases": 0, "ok": 0, "clean": 0, **dict.fromkeys(FAILURES, 0)}
+            report.formats[f] = {"cases": 0, **dict.fromkeys(OUTCOMES, 0)}
+        (work / "outside.bin").write_bytes(SECRET)  # what "../outside.*" in a case points at
+        if not SECRET_PATH.is_file() or SECRET_PATH.read_bytes() != SECRET:
+            SECRET_PATH.write_bytes(SECRET)
+        (work / "outside.h5").write_bytes(_outside_h5())
 
         def serve(slot: int) -> None:
             worker = Worker(work / f"worker{slot}.log")
             folder = work / f"case{slot}"
             try:
-                for s in {s.name + s.fmt: s for f in formats for s in seeds[f]}.values():  # warm-up, unmutated
+                for s in (seeds[f][0] for f in MUTATED):  # warm-up (imports what loaders import lazily), unmutated
                     _write_case(folder, Case(s.fmt, -1, s.name, s.files, s.steps))
                     worker.ask({"warmup": True, "folder": str(folder), "steps": s.steps}, 600)
                 while True:
@@ -1148,6 +1905,9 @@ def run_fuzz(cases: int, *, seed: int = 0, formats: tuple[str, ...] = FORMATS, t
                         counts = report.formats[fmt]
                         counts["cases"] += 1
                         counts[reply["outcome"]] += 1
+                        if reply["outcome"] == "run_error" and len(report.run_errors) < 50:
+                            report.run_errors.append({"case": case.id, "seed_file": case.seed_name,
+                                                      "message": reply.get("message", "")[:200]})
                         if reply["outcome"] in FAILURES:
                             report.failures.append({"case": case.id, "seed_file": case.seed_name, "seed": seed,
                                                     **reply})
@@ -1165,6 +1925,16 @@ def run_fuzz(cases: int, *, seed: int = 0, formats: tuple[str, ...] = FORMATS, t
     report.failures.sort(key=lambda f: (f["case"].split(":")[0], int(f["case"].split(":")[1])))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _outside_h5() -> bytes:
+    import h5py
+    import numpy as np
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("data", data=np.frombuffer(SECRET[:256], dtype="f4"))
+    return buf.getvalue()
 
 
 def check_seeds() -> dict[str, str]:
@@ -1204,10 +1974,11 @@ def reproduce(case_id: str, seed: int, keep: Path | None = None) -> None:
 
 
 def _iter_table(report: Report) -> Iterator[str]:
-    yield f"{'format':<12}{'cases':>7}{'ok':>7}{'clean':>7}{'unexpected':>12}{'memory':>8}{'timeout':>9}{'crash':>7}"
+    yield (f"{'format':<16}{'cases':>6}{'ok':>6}{'clean':>7}{'run_error':>10}{'unexpected':>11}{'budget':>7}"
+           f"{'timeout':>8}{'crash':>6}")
     for fmt, c in report.formats.items():
-        yield (f"{fmt:<12}{c['cases']:>7}{c['ok']:>7}{c['clean']:>7}{c['unexpected']:>12}{c['memory']:>8}"
-               f"{c['timeout']:>9}{c['crash']:>7}")
+        yield (f"{fmt:<16}{c['cases']:>6}{c['ok']:>6}{c['clean']:>7}{c['run_error']:>10}{c['unexpected']:>11}"
+               f"{c['memory']:>7}{c['timeout']:>8}{c['crash']:>6}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,11 @@ layer name, in Keras's order, for the three formats Keras writes:
 * legacy ``.h5`` (``model.save`` / ``save_weights``): ``model_config`` JSON in the root attributes, and
   ``model_weights/<layer>`` groups listing their datasets in ``weight_names``.
 
-HDF5 is read with h5py (the optional ``graphdnn[keras]`` dependency) without following external links.
+HDF5 is read with h5py (the optional ``graphdnn[keras]`` dependency) and nothing outside the file is read:
+a file holding an external link, a dataset with external raw storage or a virtual dataset anywhere (read
+or not) is refused with ``ExternalReferenceError`` (naming the link or dataset and the file it points to)
+before any data is read, as is a dataset compressed by a filter HDF5 would load as a plugin; soft links
+are resolved one name at a time inside the file.
 """
 
 from __future__ import annotations
@@ -26,25 +30,104 @@ from typing import Any
 
 import numpy as np
 
-from graphdnn.errors import FileFormatError
+from graphdnn import budget
+from graphdnn.errors import ExternalReferenceError, FileFormatError
 
-__all__ = ["MAX_ARCHIVE_BYTES", "KerasFile", "read_keras_file", "weight_names"]
+__all__ = ["MAX_ARCHIVE_BYTES", "VAR_NAMES", "KerasFile", "read_keras_file", "var_names", "weight_names"]
 
 #: Largest total uncompressed size of a ``.keras`` archive graphdnn opens.
 MAX_ARCHIVE_BYTES = 4 * 2**30
 _MAX_RATIO = 200  # uncompressed / compressed beyond this (for members > 1 MiB) is a zip bomb
 _MAX_CONFIG = 64 * 2**20
 _MAX_GROUPS = 100_000
+_MAX_SOFT_HOPS = 32
+_MAX_OBJECTS = 1_000_000
+# HDF5's built-in filters and h5py's LZF (deflate, shuffle, fletcher32, szip, nbit, scaleoffset, lzf).
+_BUILTIN_FILTERS = frozenset((1, 2, 3, 4, 5, 6, 32000))
 _AUTO_NAME = re.compile(r"_\d+$")
-_WEIGHT_NAMES = {
-    "dense": ["kernel", "bias"], "conv2d": ["kernel", "bias"], "conv1d": ["kernel", "bias"],
-    "depthwise_conv2d": ["depthwise_kernel", "bias"],
-    "batch_normalization": ["gamma", "beta", "moving_mean", "moving_variance"],
+
+_KD = ["kernel", "bias"]
+_CELL = ["kernel", "recurrent_kernel", "bias"]
+#: Keras's variable names, in creation order, for the layer classes that own weights (config flags decide
+#: which of BatchNormalization/LayerNormalization/Attention's optional weights exist).
+VAR_NAMES: dict[str, list[str]] = {
+    **{c: _KD for c in ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
+                        "Conv3DTranspose", "DepthwiseConv1D", "DepthwiseConv2D")},
+    "SeparableConv1D": ["depthwise_kernel", "pointwise_kernel", "bias"],
+    "SeparableConv2D": ["depthwise_kernel", "pointwise_kernel", "bias"],
+    **{c: _CELL for c in ("LSTMCell", "GRUCell", "SimpleRNNCell")},
+    "Embedding": ["embeddings"], "PReLU": ["alpha"], "Normalization": ["mean", "variance", "count"],
+    "BatchNormalization": ["gamma", "beta", "moving_mean", "moving_variance"],
+    "LayerNormalization": ["gamma", "beta"], "GroupNormalization": ["gamma", "beta"],
+    "Attention": ["scale", "concat_score_weight"], "AdditiveAttention": ["scale"],
+    "LayerScale": ["variable"],  # keras.applications.convnext
 }
+_SNAKE = {re.sub(r"(?<!^)(?=[A-Z])", "_", c).lower().replace("conv1_d", "conv1d").replace("conv2_d", "conv2d")
+          .replace("conv3_d", "conv3d").replace("p_re_l_u", "p_relu").replace("l_s_t_m", "lstm")
+          .replace("g_r_u", "gru").replace("simple_r_n_n", "simple_rnn"): c for c in VAR_NAMES}
+_SNAKE.update({"prelu": "PReLU", "lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"})
+_RNN_CELL = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell"}
+_MHA_PARTS = {"query_dense", "key_dense", "value_dense", "output_dense"}
+
+
+def var_names(cls: str | None, config: dict[str, Any] | None, count: int, where: str) -> list[str]:
+    """Keras's names for the ``count`` variables a layer of class ``cls`` stores, in order. The layer's
+    ``config`` (when the file has one) says which optional weights exist; without it a count that fits
+    two layouts (a BatchNormalization with 3 weights) cannot be named and raises ``FileFormatError``."""
+    if cls in ("LSTM", "GRU", "SimpleRNN"):
+        cls = _RNN_CELL[cls]
+    names = VAR_NAMES.get(cls or "")
+    config = config if isinstance(config, dict) else None
+    cfg = config or {}
+    if names is None:
+        raise FileFormatError(f"{where}: cannot name the {count} weight(s) of a layer of class {cls or 'unknown'}; "
+                              "graphdnn names weights of the classes "
+                              f"{', '.join(sorted(VAR_NAMES))} (load the full model file, whose config names them)")
+    if cls in ("Dense", "EinsumDense") or cls.startswith(("Conv", "Depthwise")):
+        names = names[:1] + (names[1:] if cfg.get("use_bias", count > 1) else [])
+    elif cls.startswith("Separable"):
+        names = names[:2] + (names[2:] if cfg.get("use_bias", count > 2) else [])
+    elif cls.endswith("Cell"):
+        names = names[:2] + (names[2:] if cfg.get("use_bias", count > 2) else [])
+    elif cls == "BatchNormalization":
+        if config is None and count == 3:
+            raise FileFormatError(f"{where}: a BatchNormalization with 3 weights is either center=False or "
+                                  "scale=False; without the model config they cannot be named")
+        if config is None:
+            names = names if count == 4 else names[2:]
+        else:
+            names = ([names[0]] if cfg.get("scale", True) else []) + ([names[1]] if cfg.get("center", True) else
+                                                                         []) + names[2:]
+    elif cls in ("LayerNormalization", "GroupNormalization"):
+        if config is None and count == 1:
+            raise FileFormatError(f"{where}: a {cls} with 1 weight is either center=False or scale=False; "
+                                  "without the model config it cannot be named")
+        if config is not None:
+            scale = cfg.get("scale", True) or cfg.get("rms_scaling", False)
+            center = cfg.get("center", True) and not cfg.get("rms_scaling", False)
+            names = ([names[0]] if scale else []) + ([names[1]] if center else [])
+    elif cls == "Attention" and config is not None:
+        names = (["scale"] if cfg.get("use_scale") else []) + (
+            ["concat_score_weight"] if cfg.get("score_mode") == "concat" else [])
+    elif cls == "Attention" and count == 1:
+        raise FileFormatError(f"{where}: an Attention layer's single weight is either scale or "
+                              "concat_score_weight; without the model config it cannot be named")
+    if len(names) < count or (config is not None and len(names) != count):
+        raise FileFormatError(f"{where}: a {cls} layer stores {count} weight(s); Keras's {cls} with this config "
+                              f"has {len(names)} ({', '.join(names)}); the file does not match its config")
+    return names[:count]
+
+
+def weight_names(class_hint: str, count: int) -> list[str]:
+    """Keras's weight names for a layer class (``Dense`` or the auto name ``dense_1``), by position."""
+    cls = class_hint if class_hint in VAR_NAMES or class_hint in _RNN_CELL else _SNAKE.get(
+        _AUTO_NAME.sub("", class_hint))
+    return var_names(cls, None, count, f"layer class {class_hint!r}")
 
 
 class KerasFile:
-    """A decoded Keras file: ``config`` (or None), ``weights`` (layer name -> [(name, array)])."""
+    """A decoded Keras file: ``config`` (or None), ``weights``: top-level layer name -> [(Keras weight path,
+    array)] in Keras's order, the paths being Keras 3's ``Variable.path`` (``lstm/lstm_cell/kernel``)."""
 
     def __init__(self, path: str, config: dict[str, Any] | None, weights: dict[str, list[tuple[str, np.ndarray]]]):
         self.path, self.config, self.weights = path, config, weights
@@ -58,25 +141,105 @@ def _h5py() -> Any:
     return h5py
 
 
-def _child(group: Any, key: str, where: str) -> Any:
-    """``group[key]`` unless it is an external link (never followed: it could read any file)."""
+def _has(group: Any, key: str) -> bool:
+    """Whether ``group`` holds a link named ``key``, looked up without following it."""
+    return group.get(key, getlink=True) is not None
+
+
+def _child(group: Any, key: str, where: str, hops: int = 0) -> Any:
+    """``group[key]``, following only links inside the file: hard links, and soft links resolved here
+    one name at a time (so that none passes through an external link). External and user-defined links
+    are refused: they could read any file."""
     h5py = _h5py()
     if not isinstance(group, h5py.Group):
         raise FileFormatError(f"{where}: {group.name} is a {type(group).__name__}, where a group holding {key!r} was "
                               "expected")
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if len(parts) != 1:  # a path: every step is checked
+        if not parts:
+            raise FileFormatError(f"{where}: empty name {key!r} under {group.name}")
+        node = group
+        for part in parts:
+            node = _child(node, part, where, hops)
+        return node
+    key = parts[0]
     link = group.get(key, getlink=True)
     if link is None:
         raise FileFormatError(f"{where}: missing {group.name}/{key}")
+    path = f"{group.name.rstrip('/')}/{key}"
     if isinstance(link, h5py.ExternalLink):
-        raise FileFormatError(f"{where}: {group.name}/{key} is an external link to {link.filename!r}; graphdnn does "
-                              "not follow links out of the file")
+        raise ExternalReferenceError(f"{where}: {path} is an external link to {link.path!r} in file "
+                                     f"{link.filename!r}; graphdnn reads nothing outside the model file, re-save the "
+                                     "model with the data inside it")
+    if isinstance(link, h5py.SoftLink):
+        if hops >= _MAX_SOFT_HOPS:
+            raise FileFormatError(f"{where}: {path}: soft links chained more than {_MAX_SOFT_HOPS} deep (a cycle?)")
+        start = group.file["/"] if link.path.startswith("/") else group
+        return _child(start, link.path, where, hops + 1)
+    if not isinstance(link, h5py.HardLink):
+        raise ExternalReferenceError(f"{where}: {path} is a {type(link).__name__}, a link graphdnn does not follow")
     return group[key]
+
+
+def _check_storage(ds: Any, where: str) -> None:
+    """Refuse a dataset whose data lives in other files (external raw storage, a virtual dataset) or
+    needs a filter HDF5 would load as a plugin; only the creation property list is read."""
+    h5py = _h5py()
+    dcpl = ds.id.get_create_plist()
+    count = dcpl.get_external_count()
+    if count:
+        files = [_attr_text(dcpl.get_external(i)[0]) for i in range(min(count, 8))]
+        raise ExternalReferenceError(f"{where}: dataset {ds.name} keeps its data in external file(s) {files}"
+                                     f"{' ...' if count > 8 else ''}; graphdnn reads nothing outside the model "
+                                     "file, re-save the model with the data inside it")
+    if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+        count = dcpl.get_virtual_count()
+        sources = [f"{_attr_text(dcpl.get_virtual_filename(i))}:{_attr_text(dcpl.get_virtual_dsetname(i))}"
+                   for i in range(min(count, 8))]
+        raise ExternalReferenceError(f"{where}: dataset {ds.name} is a virtual dataset mapping {sources}"
+                                     f"{' ...' if count > 8 else ''}; graphdnn reads nothing outside the model "
+                                     "file, re-save the model with the data inside it")
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        if code not in _BUILTIN_FILTERS:
+            raise FileFormatError(f"{where}: dataset {ds.name} is compressed with HDF5 filter {code}, which is not "
+                                  "built in; graphdnn does not load filter plugins")
+
+
+def _check_file(f: Any, where: str) -> None:
+    """Refuse a file that refers outside itself anywhere, read or not: every link and every dataset is
+    visited once by HDF5's own traversal (which follows hard links only) before any data is read."""
+    h5py = _h5py()
+    found: list[str] = []
+    count = [0]
+
+    def on_link(name: bytes, info: Any) -> int | None:  # a non-None result stops the visit
+        count[0] += 1
+        path = "/" + name.decode("utf-8", "replace")
+        if info.type == h5py.h5l.TYPE_EXTERNAL:
+            filename, target = (v.decode("utf-8", "replace") for v in f.id.links.get_val(name))
+            found.append(f"{path} is an external link to {target!r} in file {filename!r}")
+        elif info.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):
+            found.append(f"{path} is a user-defined link (type {info.type}), which graphdnn does not follow")
+        return 1 if found or count[0] > _MAX_OBJECTS else None
+
+    f.id.links.visit(on_link, info=True)
+    if found:
+        raise ExternalReferenceError(f"{where}: {found[0]}; graphdnn reads nothing outside the model file, re-save "
+                                     "the model with the data inside it")
+    if count[0] > _MAX_OBJECTS:
+        raise FileFormatError(f"{where}: the file holds over {_MAX_OBJECTS} links; not a Keras file")
+    datasets: list[Any] = []
+    f.visititems(lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
+    for ds in datasets:
+        _check_storage(ds, where)
 
 
 def _array(ds: Any, where: str) -> np.ndarray:
     h5py = _h5py()
     if not isinstance(ds, h5py.Dataset):
         raise FileFormatError(f"{where}: {ds.name} is not a dataset")
+    _check_storage(ds, where)
     if ds.dtype.kind not in "biufc":
         raise FileFormatError(f"{where}: weight {ds.name} has dtype {ds.dtype}, not numbers")
     stored = ds.id.get_storage_size()
@@ -106,42 +269,107 @@ def _attr_text(value: Any) -> str:
     return str(value)
 
 
-def weight_names(class_hint: str, count: int) -> list[str]:
-    """Keras's weight names for a layer class (``Dense`` or the auto name ``dense_1``), by position."""
-    key = _AUTO_NAME.sub("", re.sub(r"(?<!^)(?=[A-Z])", "_", class_hint).lower()).replace("conv2_d", "conv2d")
-    names = _WEIGHT_NAMES.get(key)
-    return names[:count] if names and len(names) >= count else [str(i) for i in range(count)]
+def _layer_classes(config: dict[str, Any] | None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Layer name -> (class name, config) for the layers of a model config (nested models included)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def visit(spec: Any) -> None:
+        if not isinstance(spec, dict):
+            return
+        body = spec.get("config")
+        if not isinstance(body, dict):
+            return
+        layers = body.get("layers")
+        if isinstance(layers, list):
+            for layer in layers:
+                visit(layer)
+        elif isinstance(body.get("name"), str) and isinstance(spec.get("class_name"), str):
+            out[body["name"]] = (spec["class_name"], body)
+
+    visit(config)
+    return out
 
 
-def _keras3_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarray]]]:
+def _sublayer(cls: str | None, cfg: dict[str, Any] | None, key: str, name: str) -> tuple[str | None, Any]:
+    """Class and config of the sublayer stored under ``key`` (named ``name``) of a ``cls`` layer."""
+    if key == "cell":
+        cell = cfg.get("cell") if isinstance(cfg, dict) else None
+        return _RNN_CELL.get(cls or "", "LSTMCell"), cell.get("config") if isinstance(cell, dict) else None
+    if key in _MHA_PARTS:
+        return "EinsumDense", None if cfg is None else {"use_bias": cfg.get("use_bias", True)}
+    if isinstance(cfg, dict) and key in ("layer", "forward_layer", "backward_layer"):
+        spec = cfg.get("backward_layer") if key == "backward_layer" and cfg.get("backward_layer") else cfg.get("layer")
+        if isinstance(spec, dict) and isinstance(spec.get("config"), dict):
+            return str(spec.get("class_name")), spec["config"]
+    guess = _SNAKE.get(_AUTO_NAME.sub("", key)) or _SNAKE.get(_AUTO_NAME.sub("", name))
+    return guess, None
+
+
+def _keras3_weights(root: Any, where: str, config: dict[str, Any] | None = None
+                    ) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Keras 3 positional weights (``layers/<key>/vars/<i>``, sublayers nested under their attribute
+    name), named ``<layer>/<sublayer>/<variable>`` as Keras's ``Variable.path``: layer names come from
+    the ``vars`` groups' ``name`` attributes, variable names from the layer classes (from ``config``
+    when there is one, else from the group keys, which Keras derives from the class names)."""
     out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    classes = _layer_classes(config)
     h5py = _h5py()
     seen: set[Any] = set()
 
-    def walk(group: Any) -> None:
+    def visit(group: Any, names: list[str], cls: str | None, cfg: Any, top: bool) -> None:
         if group.id in seen or len(seen) > _MAX_GROUPS:
             raise FileFormatError(f"{where}: group {group.name} is reached twice (a link cycle) or the file holds "
                                   f"over {_MAX_GROUPS} groups; not a Keras weights file")
         seen.add(group.id)
+        vars_ = _child(group, "vars", where) if _has(group, "vars") else None
+        name = _attr_text(vars_.attrs.get("name", Path(group.name).name)) if vars_ is not None else None
+        if top and name is not None and name in classes:
+            cls, cfg = classes[name]
+        path = names + ([name] if name is not None else [])
+        if vars_ is not None and len(vars_):
+            if not path:
+                raise FileFormatError(f"{where}: weights {vars_.name} belong to no named layer")
+            arrays = [_array(_child(vars_, str(i), where), where) for i in range(len(vars_))]
+            leaves = var_names(cls, cfg, len(arrays), f"{where}: {vars_.name} (layer {'/'.join(path)!r})")
+            entries = out.setdefault(path[0], [])
+            entries.extend(("/".join(path + [leaf]), arr) for leaf, arr in zip(leaves, arrays))
         for key in group:
+            if key == "vars":
+                continue
             child = _child(group, key, where)
             if not isinstance(child, h5py.Group):
                 continue
-            if key == "vars":
-                name = _attr_text(child.attrs.get("name", Path(group.name).name))
-                arrays = [_array(_child(child, str(i), where), where) for i in range(len(child))]
-                if arrays:
-                    hint = Path(group.name).name
-                    out[name] = list(zip(weight_names(hint, len(arrays)), arrays))
-            else:
-                walk(child)
+            if key == "layers":  # a nested model's layers: <model>/<layer>/<variable>
+                for sub in child:
+                    node = _child(child, sub, where)
+                    if isinstance(node, h5py.Group):
+                        visit(node, path, _SNAKE.get(_AUTO_NAME.sub("", sub)), None, True)
+                continue
+            sub_name = _attr_text(child["vars"].attrs.get("name", key)) if _has(child, "vars") else key
+            sub_cls, sub_cfg = _sublayer(cls, cfg if config is not None else None, key, sub_name)
+            visit(child, path, sub_cls, sub_cfg, False)
 
-    if "layers" in root:
-        walk(_child(root, "layers", where))
+    if _has(root, "layers"):
+        layers = _child(root, "layers", where)
+        for key in layers:
+            node = _child(layers, key, where)
+            if isinstance(node, h5py.Group):
+                visit(node, [], _SNAKE.get(_AUTO_NAME.sub("", key)), None, True)
+    _check_unique(out, where)
     return out
 
 
+def _check_unique(weights: dict[str, list[tuple[str, np.ndarray]]], where: str) -> None:
+    paths = [p for entries in weights.values() for p, _ in entries]
+    dup = sorted({p for p in paths if paths.count(p) > 1})
+    if dup:
+        raise FileFormatError(f"{where}: weight name(s) {dup[:8]} occur more than once; every weight needs its own "
+                              "name (a damaged or hand-edited file?)")
+
+
 def _legacy_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Legacy ``.h5`` weights, named by their full ``weight_names`` (``mha/query/kernel``, the ``:0``
+    suffix of Keras 2 files dropped), prefixed with the layer name where Keras 2 left it out."""
     out: dict[str, list[tuple[str, np.ndarray]]] = {}
     for layer in [_attr_text(n) for n in root.attrs.get("layer_names", [])]:
         group = _child(root, layer, where)
@@ -150,15 +378,19 @@ def _legacy_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarr
             node = group
             for part in wname.split("/"):
                 node = _child(node, part, where)
-            leaf = wname.rsplit("/", 1)[-1].split(":")[0]
-            arrays.append((leaf, _array(node, where)))
+            parts = wname.split(":")[0].split("/")
+            if parts[0] != layer and layer in parts[1:-1]:  # a Sequential's weights: <model>/<layer>/<var>
+                parts = parts[parts.index(layer, 1):]
+            path = "/".join(parts if parts[0] == layer else [layer, *parts])
+            arrays.append((path, _array(node, where)))
         if arrays:
             out[layer] = arrays
+    _check_unique(out, where)
     return out
 
 
-def _h5_weights(f: Any, where: str) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
-    config = None
+def _h5_weights(f: Any, where: str, config: dict[str, Any] | None = None
+                ) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
     if "model_config" in f.attrs:
         try:
             config = json.loads(_attr_text(f.attrs["model_config"]))
@@ -166,11 +398,11 @@ def _h5_weights(f: Any, where: str) -> tuple[dict[str, Any] | None, dict[str, li
             raise FileFormatError(f"{where}: model_config is not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise FileFormatError(f"{where}: model_config holds a {type(config).__name__}, not a model config object")
-    if "model_weights" in f:
+    if _has(f, "model_weights"):
         return config, _legacy_weights(_child(f, "model_weights", where), where)
     if "layer_names" in f.attrs:
         return config, _legacy_weights(f, where)
-    return config, _keras3_weights(f, where)
+    return config, _keras3_weights(f, where, config)
 
 
 def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -197,6 +429,8 @@ def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
     if duplicated:
         raise FileFormatError(f"{path}: the archive holds {duplicated} more than once; which copy is meant is "
                               "ambiguous")
+    budget.charge(infos["config.json"].file_size + infos["model.weights.h5"].file_size,
+                  f"{path}: config.json and model.weights.h5 (uncompressed)")
     try:
         config = json.loads(archive.read("config.json"))
         weights = archive.read("model.weights.h5")
@@ -207,31 +441,36 @@ def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
     return config, weights
 
 
-def read_keras_file(path: str | os.PathLike) -> KerasFile:
-    """Config and per-layer weights of a ``.keras``, ``.h5`` or ``.weights.h5`` file."""
+def read_keras_file(path: str | os.PathLike, config: dict[str, Any] | None = None) -> KerasFile:
+    """Config and per-layer weights of a ``.keras``, ``.h5`` or ``.weights.h5`` file. ``config`` (a
+    model config) names the weights of a weights-only file whose layer classes leave names ambiguous."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path}: no such file")
     where = str(path)
-    if path.name.lower().endswith(".keras"):
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # by content: a .keras archive named .h5 is still a zip
+    if is_zip:
         config, blob = _read_zip(path)
         inner = where + ":model.weights.h5"
-        _, weights = _read_h5(io.BytesIO(blob), inner)
+        _, weights = _read_h5(io.BytesIO(blob), inner, config)
         return KerasFile(where, config, weights)
-    config, weights = _read_h5(path, where)
+    config, weights = _read_h5(path, where, config)
     return KerasFile(where, config, weights)
 
 
-def _read_h5(source: Any, where: str) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
+def _read_h5(source: Any, where: str, config: dict[str, Any] | None = None
+             ) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
     """Config and weights of an HDF5 file; the HDF5 library's errors about a damaged file (h5py raises
     OSError, RuntimeError, KeyError, ValueError or TypeError for them) become ``FileFormatError``."""
     try:
         with _open_h5(source, where) as f:
-            return _h5_weights(f, where)
+            _check_file(f, where)
+            return _h5_weights(f, where, config)
     except FileFormatError as exc:
         if str(exc).startswith(where):
             raise
-        raise FileFormatError(f"{where}: {exc}") from None
+        raise type(exc)(f"{where}: {exc}") from None
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, RecursionError) as exc:
         raise FileFormatError(f"{where}: the HDF5 data is corrupted ({type(exc).__name__}: {exc}); re-save the "
                               "model") from None

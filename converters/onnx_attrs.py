@@ -17,7 +17,9 @@ import onnx
 import torch
 from onnx import AttributeProto, TensorProto, numpy_helper
 
+from converters.onnx_tensors import sparse_to_array
 from converters.onnx_types import type_string
+from graphdnn import budget
 from graphdnn.errors import FileFormatError, GraphDNNError
 from graphdnn.ops.static import tensor_from_attr
 
@@ -55,6 +57,9 @@ def tensor_to_attr_dict(tensor: TensorProto, where: str = "tensor attribute") ->
     except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # dims that lie about the payload
         raise FileFormatError(f"{where}: tensor {tensor.name!r} with dims {list(tensor.dims)} does not match its "
                               f"data ({exc}); the file is corrupted") from None
+    # the list form: a float64 copy, then one Python number per element
+    budget.charge(array.size * (8 + budget.PY_ELEMENT_BYTES), f"{where}: tensor {tensor.name!r} of shape "
+                  f"{list(array.shape)} as a list of values")
     if name == "string":  # str (or bytes, decoded) values
         data = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()]
     elif array.dtype.kind in "fc" or name.startswith(("float8", "float4", "bfloat16")):
@@ -92,14 +97,7 @@ def attribute_to_python(attr: AttributeProto, where: str = "") -> Any:
     if kind == AttributeProto.TENSORS:
         return [tensor_to_attr_dict(t, label) for t in attr.tensors]
     if kind == AttributeProto.SPARSE_TENSOR:
-        dense = onnx.numpy_helper.to_array(attr.sparse_tensor.values)
-        indices = onnx.numpy_helper.to_array(attr.sparse_tensor.indices)
-        shape = list(attr.sparse_tensor.dims)
-        out = np.zeros(shape, dtype=dense.dtype).reshape(-1)
-        if indices.ndim == 2:  # [NNZ, rank] coordinates
-            indices = np.ravel_multi_index(tuple(indices.T), shape) if len(shape) else indices.reshape(-1)
-        out[indices.reshape(-1)] = dense.reshape(-1)
-        return tensor_to_attr_dict(numpy_helper.from_array(out.reshape(shape)), label)
+        return tensor_to_attr_dict(numpy_helper.from_array(sparse_to_array(attr.sparse_tensor, label)), label)
     if kind == AttributeProto.TYPE_PROTO:  # Optional's ``type``: a type string such as "seq(float32)"
         try:
             return type_string(attr.tp)

@@ -3,9 +3,10 @@
 Each subcommand is a module of ``graphdnn.commands`` with a ``register(subparsers)`` function that adds
 its parser and sets ``func`` (``args -> exit status``) with ``parser.set_defaults(func=...)``; modules
 are discovered, so adding a subcommand touches one new file (a module that fails to import for want of a
-dependency becomes a command that says so, and the others keep working). A ``GraphDNNError`` (or an ``OSError``)
-becomes one line on stderr, ``graphdnn <subcommand>: error: <message>``, and exit status 1;
-``--traceback`` shows the full traceback instead.
+dependency becomes a command that says so, and the others keep working). An error becomes one line on stderr,
+``graphdnn <subcommand>: error: <message>``, and exit status 1 (a ``GraphDNNError`` or an ``OSError`` says what
+is wrong; anything else is named by its type); ``--traceback``, before or after the subcommand, shows the
+full traceback instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from graphdnn import __version__
 from graphdnn.errors import GraphDNNError
 
-__all__ = ["build_parser", "main", "one_line"]
+__all__ = ["build_parser", "error_line", "main", "one_line"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
             _unavailable(subparsers, info.name, exc)
             continue
         module.register(subparsers)
+    for sub in subparsers.choices.values():  # module docstrings are reStructuredText: no ``literal`` marks in --help
+        sub.description = _plain(sub.description)
+        for action in sub._actions:
+            action.help = _plain(action.help)
     return parser
+
+
+def _plain(text: str | None) -> str | None:
+    """``text`` with reStructuredText's inline-literal marks (double backquotes) turned into plain quotes."""
+    return text.replace("``", "'") if isinstance(text, str) else text
 
 
 def _unavailable(subparsers: Any, name: str, exc: ImportError) -> None:
@@ -64,23 +74,47 @@ def one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = _take_flag(argv, "--traceback")  # before or after the subcommand
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.traceback = show_traceback
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
-    except (GraphDNNError, OSError) as exc:
-        if args.traceback:
-            raise
-        print(f"graphdnn {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"graphdnn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if show_traceback:
+            raise
+        print(f"graphdnn {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _take_flag(argv: list[str], flag: str) -> bool:
+    """Remove every ``flag`` from ``argv`` (up to a ``--``, after which arguments are literal)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = flag in argv[:end]
+    argv[:end] = [a for a in argv[:end] if a != flag]
+    return found
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the user: a project error or a failed read says what is wrong; anything else is named
+    by its type too, with where to look (a bug, or a library refusing the input)."""
+    if isinstance(exc, GraphDNNError):
+        return one_line(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename and str(exc.filename) not in str(exc) else ""
+        return where + one_line(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory" + (f" ({one_line(exc)})" if str(exc) else "") + "; rerun with --traceback to see where"
+    return f"unexpected {type(exc).__name__}: {one_line(exc)} (rerun with --traceback to see where)"
 
 
 if __name__ == "__main__":

@@ -13,16 +13,22 @@
   would shadow an ``nn.Module`` attribute (``training``, ``forward``...), is a Python keyword or starts
   with ``_`` gets its
   first character encoded. ``graph_name(state_key(n)) == n`` for every name.
+* A name is Unicode text that UTF-8 can encode: a lone surrogate (``"\\ud800"``) is refused where a
+  name is made (``check_name``) and where a graph is read from JSON or written to it.
+* Generated code never spells a name: only ``identifier`` (ASCII, for readability), ``state_key``
+  paths, and attribute keywords that pass ``is_identifier`` reach it.
 """
 
 from __future__ import annotations
 
 import builtins
 import functools
+import json
 import keyword
 import re
 import unicodedata
 import urllib.parse
+from typing import Any
 
 import torch.nn as nn
 
@@ -100,10 +106,70 @@ def identifier(name: str, prefix: str = "v") -> str:
     return ident
 
 
+def is_identifier(text: object) -> bool:
+    """Whether ``text`` may be written into generated Python source as it is: an ASCII Python
+    identifier that is not a keyword. Anything else read from a file stays data."""
+    return isinstance(text, str) and text.isascii() and text.isidentifier() and not keyword.iskeyword(text)
+
+
+def check_text(text: str, what: str = "name") -> str:
+    """Refuse a string that is not Unicode text UTF-8 can encode (a lone surrogate such as ``"\\ud800"``):
+    no file format graphdnn writes (safetensors, ONNX) can store it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise GraphError(
+            f"{what} {text!r} holds a lone surrogate ({text[exc.start]!r} at position {exc.start}), which is not "
+            "Unicode text and cannot be saved; use a valid string"
+        ) from None
+    return text
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
+
+
+def json_lone_surrogate(text: str | bytes, doc: Any = None) -> str | None:
+    """Where the JSON document ``text`` (``doc``, when already parsed) holds a string with a lone
+    surrogate (JSON can spell one, ``"\\ud800"``; no UTF-8 file can hold it), such as
+    ``"ops[2].attrs key 'a\\ud800'"``; None when nowhere. Only a text that could hold one is walked."""
+    if isinstance(text, str):
+        if (text.isascii() or _is_utf8(text)) and not _SURROGATE_ESCAPE.search(text):
+            return None
+    elif not _SURROGATE_BYTES.search(text):
+        return None
+    if doc is None:
+        doc = json.loads(text)
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if not _is_utf8(item):
+                return f"{where or 'the document'}: {item!r}"
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and not _is_utf8(key):
+                    return f"{where or 'the document'} key {key!r}"
+                stack.append((f"{where}.{key}" if where else str(key), value))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", value) for i, value in enumerate(item))
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_name(name: str, what: str = "name") -> str:
-    """Validate a user-supplied op/scope name: non-empty string without ``:`` (reserved for outputs)."""
+    """Validate a user-supplied op/scope name: non-empty Unicode text (no lone surrogates) without ``:``
+    (reserved for outputs)."""
     if not isinstance(name, str) or not name:
         raise GraphError(f"{what} must be a non-empty string, got {name!r}")
+    check_text(name, what)
     if ":" in name and _TENSOR_RE.match(name):
         raise GraphError(f"{what} {name!r} looks like a tensor name; ':<index>' is reserved for outputs")
     return name

@@ -1,8 +1,9 @@
 """Lossless, versioned JSON for graphs (ops, attributes, shapes, collections, opset, scopes).
 
-Variable *values* are not in the JSON: checkpoints store them beside it. Reading validates every
-field, so a hostile or corrupted document gives a ``FileFormatError`` naming what is wrong; nothing
-read is ever evaluated.
+Variable *values* are not in the JSON: checkpoints store them beside it. A declared signature
+(``Graph.signature``: the model's inputs and outputs) is kept in ``meta`` and checked on reading.
+Reading validates every field, so a hostile or corrupted document gives a ``FileFormatError``
+naming what is wrong; nothing read is ever evaluated.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 from graphdnn.bulk import paused_gc
 from graphdnn.errors import FileFormatError, GraphError
-from graphdnn.graph import Graph, Op, ValueInfo
-from graphdnn.names import split_tensor_name
+from graphdnn.graph import SIGNATURE, Graph, Op, ValueInfo
+from graphdnn.names import json_lone_surrogate, split_tensor_name
 from graphdnn.ops.registry import GRAPHDNN_DOMAIN, MAX_ONNX_OPSET, is_known
 from graphdnn.subgraphs import ensure_stateless, has_subgraphs, subgraph_attrs
 
@@ -92,9 +93,13 @@ def graph_to_json(graph: Graph, indent: int | None = None) -> str:
     """Serialize ``graph`` (without variable values) to a JSON string."""
     try:
         with paused_gc():
-            return json.dumps(graph_to_dict(graph), indent=indent, ensure_ascii=False, allow_nan=True)
+            text = json.dumps(graph_to_dict(graph), indent=indent, ensure_ascii=False, allow_nan=True)
     except TypeError as exc:
         raise GraphError(f"graph {graph.name!r} holds an attribute that is not JSON data: {exc}") from exc
+    if (where := json_lone_surrogate(text)) is not None:
+        raise GraphError(f"graph {graph.name!r}: {where} holds a lone surrogate, which is not Unicode text and "
+                         "cannot be saved; use a valid string")
+    return text
 
 
 def graph_from_json(text: str | bytes, source: str = "<json>") -> Graph:
@@ -104,6 +109,8 @@ def graph_from_json(text: str | bytes, source: str = "<json>") -> Graph:
             doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise FileFormatError(f"{source}: the graph metadata is not valid JSON ({exc})") from exc
+    if (where := json_lone_surrogate(text, doc)) is not None:
+        raise FileFormatError(f"{source}: malformed graph: {where} holds a lone surrogate, which is not Unicode text")
     with paused_gc():
         return graph_from_dict(doc, source)
 
@@ -190,6 +197,7 @@ def graph_from_dict(doc: Any, source: str = "<json>", depth: int = 0) -> Graph:
     graph._scopes.update(scopes)
     meta = doc.get("meta", {})
     _need(isinstance(meta, dict), source, "meta must be an object")
+    _check_signature(meta.get(SIGNATURE), graph, source)
     graph.meta.update(meta)
     aliases = doc.get("aliases", {})
     _need(isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()),
@@ -200,18 +208,20 @@ def graph_from_dict(doc: Any, source: str = "<json>", depth: int = 0) -> Graph:
     return graph
 
 
-def initialize(graph: Graph, only_missing: bool = True) -> list[str]:
-    """Draw values for variables that have none, from their initializer specs; returns their names."""
-    from graphdnn import initializers
+def _check_signature(sig: Any, graph: Graph, source: str) -> None:
+    """A declared signature (``Graph.signature``) names existing tensors."""
+    if sig is None:
+        return
+    _need(isinstance(sig, dict) and set(sig) == {"inputs", "outputs"}
+          and all(isinstance(sig[k], list) for k in ("inputs", "outputs")), source,
+          "the signature must be {'inputs': [...], 'outputs': [...]}")
+    for ref in (*sig["inputs"], *sig["outputs"]):
+        _need(isinstance(ref, str) and _has_tensor(graph, ref), source,
+              "the signature names %r, which the graph does not have", ref)
 
-    drawn = []
-    for op in graph.variables():
-        if only_missing and op.name in graph.values:
-            continue
-        spec = op.attrs.get("initializer") or {}
-        if spec.get("type") in (None, "value"):
-            raise GraphError(f"variable {op.name!r} has no value and no initializer to draw one from; restore it")
-        value = initializers.materialize(spec, tuple(op.attrs["shape"]), op.attrs["dtype"], op.attrs.get("layout"))
-        graph.set_value(op.name, value)
-        drawn.append(op.name)
-    return drawn
+
+def initialize(graph: Graph, only_missing: bool = True) -> list[str]:
+    """Draw values for variables that have none (all when not ``only_missing``); see ``graphdnn.initialize``."""
+    from graphdnn.restore import initialize as _initialize
+
+    return _initialize(graph, overwrite=not only_missing)

@@ -4,6 +4,9 @@ Unknown dims (``None``, the batch) are stood in for by a sentinel size; output d
 multiples of it are unknown again. Inputs an op needs as values (``OpDef.static_inputs``) are read
 from constants when they are constants; otherwise the output shape is left unknown.
 
+Lowerings run with ``meta`` as the default device, so what one creates from static sizes
+(``ConstantOfShape``, windows...) is never allocated here, whatever size a file asks for.
+
 Meta execution costs milliseconds per call (PyTorch runs Python reference decompositions), so
 results are memoized by (op, attributes, input shapes and dtypes): a network of repeated blocks
 infers each distinct block once.
@@ -11,6 +14,7 @@ infers each distinct block once.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -105,7 +109,8 @@ def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     if opdef.num_outputs is None:
         kwargs["_outputs"] = count
     try:
-        result = opdef.lower(*args, **kwargs)
+        with torch.device("meta"):  # what a lowering creates from static sizes is never allocated here
+            result = opdef.lower(*args, **kwargs)
     except (NotImplementedError, RuntimeError) as exc:
         if "meta" in str(exc).lower() or "data-dependent" in str(exc).lower():
             return unknown
@@ -133,3 +138,32 @@ def _shape_error(graph: Graph, op: Op, exc: Exception) -> GraphError:
         "None" if r is None else f"{r!r} {_info(graph, r).shape} {_info(graph, r).dtype}" for r in op.inputs
     )
     return GraphError(f"op {op.name!r} ({op.type}): incompatible inputs [{described}]: {exc}")
+
+
+def fold_bytes(op: Op, opdef: OpDef, args: list[Any], kwargs: dict[str, Any]) -> int:
+    """Bytes that folding ``op`` (computing ``opdef.lower(*args, **kwargs)`` on constants) will allocate,
+    found without computing it: from the op's known output shapes, else by running the lowering on
+    ``meta`` tensors (``Range`` from its three scalars); 0 when it cannot be told. A negative or
+    non-integer dimension raises ``FileFormatError`` naming the op."""
+    from graphdnn.budget import tensor_bytes
+
+    what = f"op {op.name!r} ({op.type})"
+    infos = op.outputs
+    if infos and all(i.shape is not None and None not in i.shape and i.dtype not in (None, STRING) for i in infos):
+        try:
+            return sum(tensor_bytes(i.shape, torch_dtype(i.dtype).itemsize, what) for i in infos)
+        except GraphError:  # a dtype without a dense size (sequences...)
+            pass
+    if op.type == "Range" and op.domain == "" and len(args) == 3 and all(isinstance(a, torch.Tensor) for a in args):
+        start, limit, delta = (float(a.reshape(-1)[0]) if a.numel() == 1 else 0.0 for a in args)
+        if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
+            return 0
+        return max(math.ceil((limit - start) / delta), 0) * args[0].element_size()
+    meta_args = [torch.empty_like(a, device="meta") if isinstance(a, torch.Tensor) else a for a in args]
+    try:
+        with torch.device("meta"), torch.no_grad():
+            result = opdef.lower(*meta_args, **kwargs)
+    except Exception:  # noqa: BLE001 - data-dependent or unusual lowerings: size unknown beforehand
+        return 0
+    results = result if isinstance(result, tuple) else (result,)
+    return sum(r.numel() * r.element_size() for r in results if isinstance(r, torch.Tensor))

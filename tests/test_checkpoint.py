@@ -84,7 +84,9 @@ def test_sharded_save_loads_identically_and_shards_are_plain(tmp_path):
     assert index.name == "model.safetensors.index.json"
     doc = json.loads(index.read_text())
     shards = sorted(set(doc["weight_map"].values()))
-    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    generation = shards[0].split("-")[1]
+    assert len(shards) > 2 and shards == [f"model-{generation}-{i:05d}-of-{len(shards):05d}.safetensors"
+                                          for i in range(1, len(shards) + 1)]
     assert set(doc["weight_map"]) == set(g.values)
     merged = {}
     for shard in shards:
@@ -218,3 +220,30 @@ def test_load_dispatch_errors(tmp_path, monkeypatch):
     gd.save(g, tmp_path / "noext.safetensors")
     os.rename(tmp_path / "noext.safetensors", tmp_path / "noext")
     assert set(gd.load(tmp_path / "noext").values) == set(g.values)     # sniffed
+
+
+def test_non_contiguous_tensors_are_written_in_row_major_order(tmp_path, monkeypatch):
+    """Column-major kernels, permuted, strided, expanded and 0-d tensors, packed slice by slice through
+    a small buffer (many slices each), read back by the safetensors library as their row-major values."""
+    from graphdnn import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_CHUNK_BYTES", 1000)
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 30, 6, generator=gen)
+    tensors = {
+        "kernel": torch.randn(300, 70, generator=gen).t(),                     # column-major, 64+ columns
+        "narrow_kernel": torch.randn(9, 500, generator=gen).t(),
+        "permuted": (base * 100).to(torch.int16).permute(2, 0, 1),
+        "strided": base[:, ::2, 1],
+        "expanded": torch.arange(7.0).expand(50, 7),                          # stride 0
+        "bf16": torch.randn(130, 20, generator=gen).to(torch.bfloat16).t(),
+        "mask": (torch.randn(64, 33, generator=gen) > 0).t(),
+        "scalar": torch.tensor(3.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 5).t(),
+    }
+    assert not any(t.is_contiguous() for k, t in tensors.items() if k not in ("scalar", "empty"))
+    gd.save(tensors, tmp_path / "packed.safetensors")
+    loaded = load_file(tmp_path / "packed.safetensors")
+    assert loaded.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert loaded[name].dtype == t.dtype and torch.equal(loaded[name], t), name

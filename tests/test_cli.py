@@ -211,3 +211,146 @@ def test_more_errors_are_one_clear_line(files: dict[str, Path], args: tuple[str,
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert lines[0].startswith(f"graphdnn {args[0]}: error: ")
+
+
+def _sparse_constant_onnx(path: Path, values: list[float], indices: list[int], dims: list[int]) -> Path:
+    """An ONNX model whose only node is a Constant holding a sparse tensor (which may lie)."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    sparse = h.make_sparse_tensor(h.make_tensor("v", TensorProto.FLOAT, [len(values)], values),
+                                  h.make_tensor("i", TensorProto.INT64, [len(indices)], indices), dims)
+    graph = h.make_graph([h.make_node("Constant", [], ["y"], sparse_value=sparse)], "g", [],
+                         [h.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ("inspect", "{bad}"), ("run", "{bad}", "--engine", "torch"), ("convert", "{bad}", "out.safetensors"),
+    ("draw", "{bad}", "-o", "g.svg"), ("diff", "{bad}", "{good}"), ("inspect", "{good}", "{bad}"),
+])
+def test_every_command_reports_a_malformed_file_in_one_line(files: dict[str, Path], tmp_path: Path, args: tuple,
+                                                           capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = _sparse_constant_onnx(tmp_path / "bad.onnx", [1.0, 2.0], [0, 9], [4])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = in_process(capsys, *(a.format(bad=bad, good=files["st"]) for a in args))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"graphdnn {args[0]}: error: {bad}: ")
+    assert "index 9 is outside a tensor of 4 elements" in lines[0]
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "g.svg").exists()
+
+
+def test_traceback_flag_works_before_and_after_the_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from graphdnn.cli import main
+
+    bad = _sparse_constant_onnx(tmp_path / "bad.onnx", [1.0], [0, 1], [4])
+    for argv in (["--traceback", "inspect", str(bad)], ["inspect", str(bad), "--traceback"],
+                 ["run", "--traceback", str(bad), "--engine", "torch"]):
+        with pytest.raises(gd.FileFormatError, match="1 values but 2 indices"):
+            main(argv)
+    # after ``--`` it is an argument like any other (here: a second file to inspect)
+    code, _, err = in_process(capsys, "inspect", str(bad), "--", "--traceback")
+    assert code == 1 and len(err.strip().splitlines()) == 2, err
+
+
+def test_the_same_line_from_a_real_process(tmp_path: Path) -> None:
+    bad = _sparse_constant_onnx(tmp_path / "bad.onnx", [1.0], [0], [-4])
+    r = graphdnn("convert", bad, tmp_path / "out.safetensors")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"graphdnn convert: error: {bad}: node 0 (Constant): node 'Constant': attribute 'sparse_value': negative "
+        "dimension in dims [-4]"], r.stderr
+    r = graphdnn("convert", bad, tmp_path / "out.safetensors", "--traceback")
+    assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("graphdnn.errors.FileFormatError: ")
+
+
+def test_os_errors_and_unexpected_ones_are_one_line_too(files: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = in_process(capsys, "convert", files["pt"], blocker / "out.safetensors")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("graphdnn convert: error: ") and str(blocker) in err
+
+    import graphdnn.loading
+
+    def broken(path: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(graphdnn.loading, "load", broken)
+    code, _, err = in_process(capsys, "inspect", files["st"])
+    assert code == 1
+    assert err.strip().splitlines() == ["graphdnn inspect: error: unexpected ZeroDivisionError: division by zero "
+                                        "(rerun with --traceback to see where)"]
+
+
+def test_max_bytes_sets_the_load_budget(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([1024, 1024], np.int64), "s")   # a 4 MiB float tensor, 100 bytes
+    graph = helper.make_graph([helper.make_node("Constant", [], ["s"], value=shape),
+                               helper.make_node("ConstantOfShape", ["s"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "big.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    for command in (["inspect", path], ["diff", path, path], ["draw", path, "-o", tmp_path / "g.svg"],
+                    ["convert", path, tmp_path / "out.safetensors"], ["run", path, "--engine", "torch"]):
+        code, _, err = in_process(capsys, *command, "--max-bytes", "1MiB")
+        assert code == 1 and "4194304 bytes" in err and "--max-bytes" in err, (command, err)
+        code, _, err = in_process(capsys, *command, "--max-bytes", "0.5GiB")
+        assert code == 0, (command, err)
+
+
+@pytest.mark.parametrize("text, value", [("4096", 4096), ("2GiB", 2 << 30), ("2g", 2 << 30), ("500MB", 500 * 10**6),
+                                         ("1.5KiB", 1536)])
+def test_max_bytes_sizes(text: str, value: int) -> None:
+    from graphdnn.commands._args import byte_size
+
+    assert byte_size(text) == value
+
+
+def test_max_bytes_rejects_a_bad_size(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        in_process(capsys, "inspect", "x.onnx", "--max-bytes", "2 parsecs")
+    assert exc.value.code == 2 and "is not a size" in capsys.readouterr().err
+
+
+def test_convert_filters_that_select_nothing_fail_unless_allowed(files: dict[str, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    dst = tmp_path / "part.safetensors"
+    code, _, err = in_process(capsys, "convert", files["st"], dst, "--include", "hiden1")
+    assert code == 1 and "selects none" in err and "did you mean 'hidden1'" in err and "--allow-missing" in err
+    assert not dst.exists()
+    code, _, err = in_process(capsys, "convert", files["st"], dst, "--include", "hiden1", "--allow-missing")
+    assert code == 0, err
+    assert load_file(dst) == {}
+
+
+def test_convert_into_a_graph_that_loads_nothing_fails_unless_allowed(files: dict[str, Path], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    dst = tmp_path / "out.onnx"
+    code, out, err = in_process(capsys, "convert", files["pt"], dst, "--graph", files["st"])
+    assert code == 1 and "none of its tensors matches" in err and "--rename" in err
+    assert not dst.exists()
+    code, _, err = in_process(capsys, "convert", files["pt"], dst, "--graph", files["st"], "--allow-missing")
+    assert code == 0, err
+    assert dst.exists()
+
+
+def test_help_texts_carry_no_restructuredtext_marks(capsys: pytest.CaptureFixture) -> None:
+    from graphdnn.cli import build_parser
+
+    parser = build_parser()
+    for name in ("convert", "run", "inspect", "draw", "diff"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        out = capsys.readouterr().out
+        assert "usage: graphdnn " + name in out
+        assert "``" not in out, f"graphdnn {name} --help shows raw reStructuredText marks"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import sys
 import zipfile
@@ -26,18 +27,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import fuzz_loaders as fuzz  # noqa: E402
 
 KERAS = Path(__file__).parent / "fixtures" / "foreign" / "keras"
-CASES_PER_FORMAT = 40
+CASES_PER_FORMAT = 4  # x 15 formats; benchmarks/fuzz_loaders.py --cases 300 for a longer run
 
 
 def test_bounded_fuzz_of_every_loader() -> None:
+    """Mutated real files and generated hostile ones: each loads (and compiles and runs) or raises a graphdnn
+    error; no other exception, crash, timeout or allocation past the cap."""
     report = fuzz.run_fuzz(CASES_PER_FORMAT, seed=0, jobs=2, timeout=30.0)
     data = report.to_dict()
     assert set(data["formats"]) == set(fuzz.FORMATS)
     for fmt, counts in data["formats"].items():
         assert counts["cases"] == CASES_PER_FORMAT, fmt
-        assert counts["ok"] + counts["clean"] == CASES_PER_FORMAT, (fmt, counts, data["failures"])
-        assert counts["clean"] > 0, f"{fmt}: no mutation was rejected; the mutators do not reach the loader"
-    assert data["totals"]["ok"] > 0
+        assert counts["ok"] + counts["clean"] + counts["run_error"] == CASES_PER_FORMAT, (fmt, counts,
+                                                                                          data["failures"])
+    assert data["totals"]["ok"] > 0 and data["totals"]["clean"] > 0
+    for group in (fuzz.MUTATED, fuzz.GENERATED):  # the cases reach the loaders: some are refused, some load
+        assert sum(data["formats"][f]["clean"] for f in group) > 0 and sum(data["formats"][f]["ok"] for f in group)
     assert not data["failures"], json.dumps(data["failures"], indent=1)[:4000]
 
 
@@ -67,10 +72,13 @@ def test_the_harness_reports_hangs_allocations_and_crashes(tmp_path: Path) -> No
 
 # ------------------------------------------------------------------ regressions found by fuzzing
 # (format, case index, seed) of cases that once escaped as another exception or a MemoryError; rerun
-# in this process, each must load or raise a graphdnn error
+# in this process, each must load or raise a graphdnn error (or load, compile, and fail only in PyTorch
+# when it runs: the harness's ``RunError``)
 FOUND = [("keras", 2, 0), ("keras", 9, 0), ("keras", 35, 0), ("h5", 7, 0), ("h5", 41, 0), ("npz", 6, 0),
          ("npz", 10, 0), ("npz", 9, 0), ("npz", 61, 0), ("safetensors", 3, 1), ("safetensors", 89, 1),
-         ("tf_meta", 25, 2), ("onnx", 32, 0), ("onnx", 220, 0), ("onnx", 451, 0), ("onnx", 419, 2)]
+         ("tf_meta", 25, 2), ("onnx", 32, 0), ("onnx", 220, 0), ("onnx", 451, 0), ("onnx", 419, 2),
+         ("onnx", 152, 0), ("onnx_gen", 101, 0), ("onnx_gen", 111, 0), ("onnx_gen", 189, 0), ("h5_gen", 119, 0),
+         ("h5_gen", 233, 0), ("safetensors_gen", 20, 0)]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +93,7 @@ def test_cases_fuzzing_found_are_clean_now(seeds: dict[str, list[fuzz.Seed]], tm
     fuzz._write_case(tmp_path / "case", case)
     try:
         fuzz._run_steps(tmp_path / "case", case.steps)
-    except gd.GraphDNNError:
+    except (gd.GraphDNNError, fuzz.RunError):
         pass
 
 
@@ -242,3 +250,101 @@ def test_legacy_h5_external_link_in_model_weights_is_refused(tmp_path: Path) -> 
         f["model_weights/hidden1"] = h5py.ExternalLink(str(KERAS / "cnn.h5"), "/model_weights/conv1")
     with pytest.raises(FileFormatError, match="external link"):
         load_keras(path)
+
+
+# -------------------------------------------------------------------------------- one error family
+def _sparse_model(path: Path, values: list, indices: list, dims: list, coords: bool = False) -> Path:
+    import onnx
+    from onnx import helper as h
+
+    shape = [len(values), len(dims)] if coords else [len(indices)]
+    sparse = h.make_sparse_tensor(h.make_tensor("v", onnx.TensorProto.FLOAT, [len(values)], values),
+                                  h.make_tensor("i", onnx.TensorProto.INT64, shape, indices), dims)
+    graph = h.make_graph([h.make_node("Constant", [], ["y"], sparse_value=sparse, name="k")], "g", [],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("values, indices, dims, coords, match", [
+    ([1.0, 2.0], [0, 9], [4], False, r"index 9 is outside a tensor of 4 elements \(dims \[4\]\)"),
+    ([1.0, 2.0], [0, -1], [4], False, "index -1 is outside"),
+    ([1.0, 2.0], [0, 1, 2], [4], False, "2 values but 3 indices; the counts must match"),
+    ([1.0], [0], [-4], False, r"negative dimension in dims \[-4\]"),
+    ([1.0, 2.0], [1, 1], [4], False, "stored twice"),
+    ([1.0], [0, 7], [2, 2], True, r"index \[0, 7\] is outside dims \[2, 2\]"),
+])
+def test_sparse_tensors_that_lie_are_refused_by_name(tmp_path: Path, values: list, indices: list, dims: list,
+                                                     coords: bool, match: str) -> None:
+    path = _sparse_model(tmp_path / "m.onnx", values, indices, dims, coords)
+    with pytest.raises(FileFormatError, match=match) as info:
+        gd.load(path)
+    assert str(path) in str(info.value) and "'sparse_value'" in str(info.value)
+
+
+def test_sparse_tensors_densify_as_the_onnx_spec_says(tmp_path: Path) -> None:
+    """Linear indices into the flattened tensor, or [NNZ, rank] coordinates (the expected arrays by hand)."""
+    for indices, dims, coords, expected in (
+            ([1, 4, 5], [6], False, [0, 1.5, 0, 0, -2, 3]),
+            ([0, 1, 1, 2, 2, 0], [3, 3], True, [[0, 1.5, 0], [0, 0, -2], [3, 0, 0]])):
+        graph = gd.load(_sparse_model(tmp_path / "m.onnx", [1.5, -2.0, 3.0], indices, dims, coords))
+        np.testing.assert_array_equal(gd.compile(graph)().numpy(), np.array(expected, dtype=np.float32))
+
+
+def test_sparse_strings_and_two_dimensional_shapes_are_clear_errors(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    path = tmp_path / "s.onnx"
+    sparse = h.make_sparse_tensor(h.make_tensor("v", T.STRING, [1], [b"a"]), h.make_tensor("i", T.INT64, [1], [0]),
+                                  [3])
+    graph = h.make_graph([h.make_node("Constant", [], ["y"], sparse_value=sparse)], "g", [],
+                         [h.make_tensor_value_info("y", T.STRING, None)])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    with pytest.raises(FileFormatError, match="sparse string tensors are not supported"):
+        gd.load(path)
+    for op in ("Reshape", "ConstantOfShape"):
+        ins = ["x", "s"] if op == "Reshape" else ["s"]
+        graph = h.make_graph([h.make_node(op, ins, ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [6])],
+                             [h.make_tensor_value_info("y", T.FLOAT, None)],
+                             [h.make_tensor("s", T.INT64, [1, 2], [2, 3])])
+        onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+        with pytest.raises(FileFormatError, match=rf"node 0 \({op}\): input {len(ins) - 1} \('s'\) must be a scalar "
+                                                  r"or a 1-D list of values, got a tensor of shape \[1, 2\]"):
+            gd.load(path)
+
+
+def test_unforeseen_reader_errors_become_corrupt_file_errors(tmp_path: Path) -> None:
+    from graphdnn.errors import CorruptFileError, GraphError, reading_file
+
+    path = tmp_path / "m.bin"
+    with pytest.raises(CorruptFileError, match=rf"^{re.escape(str(path))}: the model file is corrupted or malformed "
+                                               r"\(IndexError: list index out of range\)") as info:
+        with reading_file(path):
+            [][1]  # noqa: B018 - the reader's bug
+    assert isinstance(info.value.__cause__, IndexError) and isinstance(info.value, gd.GraphDNNError)
+    with pytest.raises(CorruptFileError, match="nested too deeply"), reading_file(path):
+        raise RecursionError("maximum recursion depth exceeded")
+    original = GraphError("a project error")
+    with pytest.raises(GraphError) as passed, reading_file(path):
+        raise original
+    assert passed.value is original and str(original) == f"{path}: a project error"  # the same error, the file named
+    with pytest.raises(GraphError, match=rf"^{re.escape(str(path))}: a project error$"), reading_file(path):
+        raise original  # named once
+    for exc in (MemoryError(), FileNotFoundError(2, "No such file or directory", str(path)), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), reading_file(path):
+            raise exc
+    with pytest.raises(CorruptFileError, match=r"cannot read '.*shard.bin', which the model file refers to \(No such"):
+        with reading_file(path):  # a file the content names: the content's fault
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "shard.bin"))
+    with pytest.raises(CorruptFileError, match="OSError: Unable to open"), reading_file(path):
+        raise OSError("Unable to open file (file signature not found)")  # h5py's kind: no errno
+
+
+def test_load_keeps_a_wrong_keyword_the_callers_error(tmp_path: Path) -> None:
+    g = gd.Graph("g")
+    g.variable("w", value=torch.ones(2))
+    path = gd.save(g, tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="no_such_option"):
+        gd.load(path, no_such_option=1)

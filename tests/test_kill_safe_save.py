@@ -226,7 +226,7 @@ def test_killed_sharded_save(writer: Writer, tmp_path: Path) -> None:
     assert outcomes["previous kept"] and outcomes["new complete"], outcomes
 
 
-def test_repeated_sharded_saves_alternate_shard_names(tmp_path: Path) -> None:
+def test_repeated_sharded_saves_write_new_shard_names(tmp_path: Path) -> None:
     """Saving over a sharded checkpoint never rewrites the shards the current index names."""
     g = gd.Graph("g")
     for i in range(4):
@@ -239,4 +239,4 @@ def test_repeated_sharded_saves_alternate_shard_names(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.glob("m-*")) == sorted(shards)  # the previous set is removed
         assert _same(_values(index), dict(g.values))
         seen.append(shards)
-    assert seen[0] == seen[2]
+    assert not seen[0] & seen[2]  # every save writes a new generation of shards

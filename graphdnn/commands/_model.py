@@ -31,12 +31,29 @@ _FORMATS = (
 )
 
 
+_SNIFFED = {"safetensors": "safetensors", "onnx": "ONNX", "keras": "Keras", "hdf5": "Keras HDF5",
+            "pytorch": "PyTorch state dict", "npz": "numpy archive"}
+
+
 def format_name(path: str | Path) -> str:
-    """A readable name of the file's format, judged by its name."""
+    """A readable name of the file's format, judged by its content first (``graphdnn.loading.sniff``),
+    its name second."""
+    from graphdnn.loading import sniff
+
     name = Path(path).name.lower()
+    kind = sniff(path) if Path(path).is_file() else None
+    if kind in _SNIFFED and not (kind == "hdf5" and name.endswith(".weights.h5")):
+        return _SNIFFED[kind]
     for suffix, label in _FORMATS:
         if name.endswith(suffix):
             return label
+    if Path(path).is_dir():
+        from converters.named_tensors import hf_weights_file
+
+        if hf_weights_file(path) is not None:
+            return "Hugging Face folder"
+    if (Path(path) / "saved_model.pb").is_file() or name == "saved_model.pb":
+        return "TensorFlow SavedModel"
     return "TensorFlow checkpoint" if Path(str(path) + ".index").is_file() else "unknown"
 
 
@@ -60,9 +77,10 @@ def _exists(path: Path) -> bool:
     return path.exists() or Path(str(path) + ".index").is_file() or Path(str(path) + ".meta").is_file()
 
 
-def open_model(path: str | Path, *, need_graph: bool = False) -> Model:
+def open_model(path: str | Path, *, need_graph: bool = False, max_bytes: int | None = None) -> Model:
     """Open ``path``: a graph when ``graphdnn.load`` reads it, else (unless ``need_graph``) the named
-    tensors of a weights-only file (PyTorch state dict, plain safetensors, ``.npz``, Keras weights)."""
+    tensors of a weights-only file (PyTorch state dict, plain safetensors, ``.npz``, Keras weights).
+    ``max_bytes`` is the load's memory budget (``--max-bytes``; see ``graphdnn.budget``)."""
     path = Path(path)
     if not _exists(path):
         raise FileFormatError(f"{path}: no such file; check the path")
@@ -72,10 +90,10 @@ def open_model(path: str | Path, *, need_graph: bool = False) -> Model:
     if not _weights_only(path, fmt):
         from graphdnn.loading import load
 
-        return Model(path, "graphdnn checkpoint" if fmt == "safetensors" else fmt, load(path))
+        return Model(path, "graphdnn checkpoint" if fmt == "safetensors" else fmt, load(path, max_bytes=max_bytes))
     from converters.named_tensors import read_named_tensors
 
-    tensors = read_named_tensors(path)
+    tensors = read_named_tensors(path, max_bytes=max_bytes)
     if need_graph:
         raise FileFormatError(f"{path}: a {fmt} file holds named tensors but no graph; build the graph in code, "
                               f"or make a model with 'graphdnn convert {path.name} model.safetensors --graph MODEL'")
@@ -84,7 +102,7 @@ def open_model(path: str | Path, *, need_graph: bool = False) -> Model:
 
 def _weights_only(path: Path, fmt: str) -> bool:
     """Whether the file holds tensors without a graph (PyTorch, numpy, Keras weights, plain safetensors)."""
-    if fmt in ("PyTorch state dict", "numpy archive", "Keras weights"):
+    if fmt in ("PyTorch state dict", "numpy archive", "Keras weights", "Hugging Face folder"):
         return True
     if fmt == "safetensors" and path.is_file():
         from graphdnn.checkpoint import TensorFile

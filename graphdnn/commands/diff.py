@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphdnn.commands._args import add_max_bytes
 from graphdnn.commands._model import open_model
 
 __all__ = ["compare", "register", "run"]
@@ -28,6 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--atol", type=float, default=0.0, help="differences up to this count as equal (default 0)")
     parser.add_argument("--all", action="store_true", help="also list tensors that are equal")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_max_bytes(parser)
     parser.set_defaults(func=run)
 
 
@@ -65,7 +67,7 @@ def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str,
 
 def run(args: argparse.Namespace) -> int:
     """Print the differences; 0 when equal within ``--atol``, 1 otherwise."""
-    a, b = open_model(args.a), open_model(args.b)
+    a, b = open_model(args.a, max_bytes=args.max_bytes), open_model(args.b, max_bytes=args.max_bytes)
     report = compare(a.named_tensors(), b.named_tensors())
     differ = {n: d for n, d in report["max_abs"].items() if not d <= args.atol}
     same = not (report["only_a"] or report["only_b"] or report["shape"] or differ)

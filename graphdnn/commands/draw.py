@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from graphdnn.commands._args import positive_int
+from graphdnn.commands._args import add_max_bytes, positive_int
 from graphdnn.commands._model import open_model
 
 __all__ = ["register", "run"]
@@ -25,6 +25,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="the picture to write: .svg or .png")
     parser.add_argument("--depth", type=positive_int, default=None,
                         help="collapse scopes to N levels (default: every op)")
+    add_max_bytes(parser)
     parser.set_defaults(func=run)
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the picture; prints its path and box count."""
     from graphdnn.draw import draw, scope_graph
 
-    graph = open_model(args.file, need_graph=True).graph
+    graph = open_model(args.file, need_graph=True, max_bytes=args.max_bytes).graph
     path = draw(graph, args.output, args.depth)
     boxes, edges = scope_graph(graph, args.depth)
     print(f"wrote {path}: {len(boxes)} boxes, {len(edges)} edges")

@@ -4,7 +4,7 @@ Inputs are ``.npy`` files fed by name (a placeholder ``X``, a tensor ``X:0`` or 
 tensor can be fed, which skips what it depends on). ``--output NAME`` fetches any tensor by name
 (repeatable; default: the model's outputs). ``--engine both`` runs both engines and prints the largest
 absolute difference per output. ``--out-dir`` saves each result as ``<name>.npy`` (``/`` and ``:``
-become ``_``).
+become ``_``; with ``--engine both``, ``<name>.ort.npy`` and ``<name>.torch.npy``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from graphdnn.commands._args import add_max_bytes
 from graphdnn.commands._model import open_model
 from graphdnn.errors import GraphDNNError
 
@@ -29,11 +30,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("model", metavar="MODEL", help="a model file (.onnx, .safetensors, TF, Keras ...)")
     parser.add_argument("--input", metavar="NAME=FILE.npy", action="append", default=[], help="feed a tensor")
     parser.add_argument("--output", metavar="NAME", action="append", default=None, help="fetch a tensor")
-    parser.add_argument("--out-dir", type=Path, help="save every fetched tensor as <name>.npy here")
+    parser.add_argument("--out-dir", type=Path, help="save every fetched tensor as <name>.npy here "
+                        "(<name>.ort.npy and <name>.torch.npy with --engine both)")
     parser.add_argument("--engine", choices=("ort", "torch", "both"), default="ort",
                         help="ONNX Runtime (default), compiled PyTorch, or both compared")
     parser.add_argument("--atol", type=float, default=None,
                         help="with --engine both: exit with status 1 when a difference exceeds this")
+    add_max_bytes(parser)
     parser.set_defaults(func=run)
 
 
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the model; prints one line per fetched tensor (and the engines' differences)."""
     feeds = _feeds(args.input)
     path = Path(args.model)
-    model = open_model(path, need_graph=args.engine != "ort" or not path.name.lower().endswith(".onnx"))
+    model = open_model(path, need_graph=args.engine != "ort" or not path.name.lower().endswith(".onnx"),
+                       max_bytes=args.max_bytes)
     results: dict[str, dict[str, np.ndarray]] = {}
     if args.engine in ("ort", "both"):
         source = str(path) if path.name.lower().endswith(".onnx") else model.graph

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphdnn.errors import GraphError
 from graphdnn.small_dtypes import encode, is_small
 
 
@@ -20,6 +21,8 @@ def as_ints(value: Any) -> list[int]:
     if isinstance(value, torch.Tensor):
         return [int(v) for v in value.reshape(-1).tolist()]
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (list, tuple)) for v in value):
+            raise GraphError(f"expected a scalar or a 1-D list of integers (a shape, axes, sizes), got {value!r:.200}")
         return [int(v) for v in value]
     return [int(value)]
 
