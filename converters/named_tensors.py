@@ -9,7 +9,9 @@
 * a TensorFlow V2 checkpoint (prefix, ``.index`` or directory), read without TensorFlow;
   optimizer slots (``*/Momentum``, ``*/Adam``, ``beta1_power``, ``global_step``...) are left out
   and listed in ``excluded``;
-* a Keras ``.keras`` / ``.h5`` / ``.weights.h5`` file (names ``<layer>/<weight>``);
+* a Keras ``.keras`` / ``.h5`` / ``.weights.h5`` file, named by Keras's ``Variable.path``
+  (``hidden1/kernel``, ``lstm/lstm_cell/kernel``, ``mha/query/bias``); a weight the reader cannot
+  name raises, none is dropped;
 * a mapping of names to arrays, tensors or zero-argument callables (the book's ``original_w``).
 
 ``load_weights(target, source, rename=...)`` restores them into a graph through ``graphdnn.restore``
@@ -46,12 +48,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphdnn import budget
 from graphdnn.dtypes import torch_dtype
-from graphdnn.errors import FileFormatError, GraphError
+from graphdnn.errors import FileFormatError, GraphError, reading_file
 from graphdnn.graph import Graph
+from graphdnn.names import graph_name
 from graphdnn.restore import renamer
 
-__all__ = ["LayoutConverter", "NamedTensors", "load_weights", "read_named_tensors", "torch_to_tf_name"]
+__all__ = ["HF_WEIGHT_FILES", "LayoutConverter", "NamedTensors", "hf_weights_file", "load_weights",
+           "read_named_tensors", "torch_to_tf_name"]
 
 Shape = tuple[int, ...]
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -106,13 +111,23 @@ def _to_tensor(value: Any, name: str, label: str) -> torch.Tensor:
     arr = np.asarray(value)
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise FileFormatError(f"{label}: tensor {name!r} holds {arr.dtype} data, not numbers; exclude it")
-    return torch.from_numpy(np.array(arr, order="C", copy=True))
+    if not arr.dtype.isnative:  # big-endian data: torch holds native byte order only
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    try:
+        return torch.from_numpy(np.array(arr, order="C", copy=True))
+    except (TypeError, ValueError) as exc:  # an element type torch has no dtype for (uint16 arrays of bools...)
+        raise FileFormatError(f"{label}: tensor {name!r} of element type {arr.dtype} cannot be read: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------- readers
-def read_named_tensors(source: Any, *, skip_optimizer_slots: bool = True) -> NamedTensors:
+def read_named_tensors(source: Any, *, skip_optimizer_slots: bool = True, max_bytes: int | None = None
+                       ) -> NamedTensors:
     """Named tensors of ``source``: a path (``.pt/.pth/.bin``, ``.npz``, ``.safetensors``, a TF
-    checkpoint, ``.keras/.h5``), an ``nn.Module``, a mapping of names to arrays, or a ``NamedTensors``."""
+    checkpoint, ``.keras/.h5``), an ``nn.Module``, a mapping of names to arrays, or a ``NamedTensors``.
+
+    Archive members (``.pt``, ``.npz``) are charged at their declared uncompressed sizes, before any is
+    decompressed, to a memory budget of 16 x the file's size + 256 MiB, or ``max_bytes``; going over
+    raises ``ResourceLimitError`` (see ``graphdnn.budget``)."""
     if isinstance(source, NamedTensors):
         return source
     if isinstance(source, torch.nn.Module):
@@ -122,7 +137,35 @@ def read_named_tensors(source: Any, *, skip_optimizer_slots: bool = True) -> Nam
     if not isinstance(source, (str, os.PathLike)):
         raise GraphError(f"cannot read named tensors from a {type(source).__name__}: pass a path, an nn.Module "
                          "or a mapping of names to arrays")
-    path = Path(source)
+    with budget.load_scope(source, max_bytes=max_bytes), reading_file(source, "tensor file"):
+        return _read_path(Path(source), skip_optimizer_slots)
+
+
+#: The weight files of a Hugging Face-style folder (``save_pretrained``), in the order they are looked for.
+HF_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+                   "pytorch_model.bin")
+
+
+def hf_weights_file(folder: str | os.PathLike[str]) -> Path | None:
+    """The weights file of a Hugging Face-style folder (``config.json`` beside ``model.safetensors``, or its
+    shards and ``model.safetensors.index.json``), or None when ``folder`` is not one. A sharded ``.bin``
+    index is not read (its shards are pickles: convert them to safetensors)."""
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        return None
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_path(path: Path, skip_optimizer_slots: bool) -> NamedTensors:
+    weights = hf_weights_file(path)
+    if weights is not None:
+        if weights.name.endswith(".bin.index.json"):
+            raise FileFormatError(f"{path}: sharded .bin weights are not read; save the model with "
+                                  "save_pretrained(..., safe_serialization=True) to get safetensors shards")
+        path = weights
     name = path.name.lower()
     if name.endswith(TORCH_SUFFIXES):
         return _from_torch_file(path)
@@ -182,11 +225,38 @@ def _from_module(module: torch.nn.Module) -> NamedTensors:
     return src
 
 
+def _charge_zip(path: Path, what: str) -> None:
+    """Charge every member of the zip archive at ``path`` at the uncompressed size its central directory
+    declares, refusing sizes deflate cannot produce (a zip bomb), before anything is decompressed; a file
+    that is not a zip (a legacy torch pickle, whose tensors are stored raw) is left to its reader."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return  # the reader reports a damaged archive in its own words
+    for info in infos:
+        if info.compress_type == zipfile.ZIP_STORED:
+            limit = info.compress_size
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            limit = _DEFLATE_MAX_RATIO * info.compress_size + 1024
+        else:
+            limit = None
+        if limit is not None and info.file_size > limit:
+            raise FileFormatError(f"{path}: {what} member {info.filename!r} declares {info.file_size} uncompressed "
+                                  f"bytes from {info.compress_size} stored; the archive is corrupted or a zip bomb")
+        budget.charge(info.file_size, f"{path}: {what} member {info.filename!r} (uncompressed)")
+
+
 def _from_torch_file(path: Path) -> NamedTensors:
+    _charge_zip(path, "PyTorch archive")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileFormatError(f"{path}: no such file") from None
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad or unsafe file
         raise FileFormatError(
             f"{path}: not a PyTorch state dict graphdnn can read safely ({type(exc).__name__}: "
@@ -279,6 +349,7 @@ def _from_npz(path: Path) -> NamedTensors:
         for name, info in _npz_members(archive, path).items():
             shape, _, _, f = _npy_header(archive, info, path, name)
             f.close()
+            budget.charge(info.file_size, f"{path}: array {name!r}")
             readers[name] = lambda n=name: _npz_read(path, n)
             infos[name] = (shape, None)
     return NamedTensors(readers, infos, label=str(path), framework=None)
@@ -391,27 +462,32 @@ def torch_to_tf_name(key: str, targets: Iterable[str] = ()) -> str:
 
 def load_weights(target: Any, source: Any, *, rename: Any = None, include: Any = None, exclude: Any = None,
                  strict: bool = True, skip_mismatched: bool = False, framework: str | None = None,
-                 convert_layouts: bool = True, adopt_batch_norm: bool = True) -> Any:
+                 convert_layouts: bool = True, adopt_batch_norm: bool = True, max_bytes: int | None = None) -> Any:
     """Restore foreign weights into ``target`` (a Graph or compiled module) by name; returns the
     ``RestoreReport``. ``rename`` rules (``[(regex, replacement)]``, a dict or a callable, as in
     ``graphdnn.restore``) apply first to the source names; torch keys then become TF names
     (``torch_to_tf_name``). Layouts are converted (``LayoutConverter``) and torch batch-norm settings
-    adopted; both are listed in ``report.converted`` and excluded names in ``report.skipped``."""
+    adopted; both are listed in ``report.converted`` and excluded names in ``report.skipped``.
+    ``max_bytes`` bounds what reading ``source`` may allocate (``read_named_tensors``)."""
     from graphdnn.restore import restore
 
-    src = read_named_tensors(source)
+    src = read_named_tensors(source, max_bytes=max_bytes)
     framework = framework or src.framework
     graph = target if isinstance(target, Graph) else getattr(target, "source_graph", None)
     if not isinstance(graph, Graph):
         raise GraphError(f"cannot load weights into a {type(target).__name__}: pass a Graph or a compiled module")
     user = renamer(rename)
     names = [op.name for op in graph.variables()]
-    if framework == "torch":
-        def to_target(n: str) -> str:
-            renamed = user(n)
-            return renamed if renamed in names else torch_to_tf_name(renamed, names)
-    else:
-        to_target = user
+    known = set(names)
+
+    def to_target(n: str) -> str:
+        renamed = user(n)
+        if renamed in known:
+            return renamed
+        as_graph_name = graph_name(renamed)  # a state-dict key (``encoder.layer.0.weight``) of a graph's variable
+        if as_graph_name in known:
+            return as_graph_name
+        return torch_to_tf_name(renamed, names) if framework == "torch" else renamed
     converter = LayoutConverter(graph, framework) if convert_layouts else None
     report = restore(target, src, include=include, exclude=exclude, rename=to_target, strict=strict,
                      skip_mismatched=skip_mismatched, convert=converter)

@@ -24,11 +24,16 @@ statistics and updates the moving averages in place, as TF's UPDATE_OPS did (``m
 (1 - momentum) * batch``); the variance it folds in is the unbiased one, as TF's fused kernel does
 (TF's unfused kernel used the biased one, a relative difference of 1/(batch-1)).
 
+Control flow: a ``tf.while_loop`` frame (``dynamic_rnn`` included) becomes one ONNX ``Loop`` and a
+``tf.cond`` on data one ``If`` per ``Merge``, with TF's names inside their bodies (``converters.tf_control``).
+Shapes graphdnn cannot infer (``Fill`` of a dynamic shape, ``Where``) come from TF's ``_output_shapes``.
+
 Unsupported ops are listed, all at once, in one ``UnknownOpError``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from dataclasses import dataclass, field
@@ -39,14 +44,17 @@ import networkx as nx
 import numpy as np
 import torch
 
+from converters import tf_control as control_flow
 from converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot, resolve_checkpoint_prefix
 from converters.tf_ops import TRANSLATORS, f32
 from converters.tf_proto import MetaGraph, TFNode, TFShape, TFVariableDef, parse_tensor_name, read_meta_graph
-from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, UnknownOpError
-from graphdnn.graph import Graph
+from graphdnn import budget
+from graphdnn.dtypes import onnx_to_name
+from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, UnknownOpError, reading_file
+from graphdnn.graph import Graph, ValueInfo
 from graphdnn.names import split_tensor_name
 
-__all__ = ["TFImport", "import_meta_graph", "load_tf", "load_tf_with_report"]
+__all__ = ["HANDLED_OPS", "TFImport", "import_meta_graph", "load_tf", "load_tf_with_report"]
 
 _VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
 _PASS_THROUGH = {"Switch", "RefSwitch", "Merge", "RefMerge", "ReadVariableOp", "Enter", "Exit"}
@@ -63,6 +71,13 @@ _SKIP_COLLECTIONS = {"variables", "trainable_variables", "train_op", "cond_conte
                      "update_ops", "savers", "summaries", "local_variables", "global_step", "model_variables",
                      "moving_average_variables"}
 _DEAD = "<dead>"
+_MERGES, _NEXT_ITERATIONS = control_flow.MERGES, control_flow.NEXT_ITERATIONS
+_COMPARISONS = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN",
+                "IsInf"}
+#: Ops read by the importer itself rather than by a translator in ``tf_ops``.
+HANDLED_OPS = ("Const", "Placeholder", "PlaceholderWithDefault", "VariableV2", "Variable", "VarHandleOp",
+               "ReadVariableOp", "Switch", "RefSwitch", "Merge", "RefMerge", "Enter", "Exit", "NextIteration",
+               "LoopCond", "TensorArrayV3")
 
 
 def _canon(ref: str) -> str:
@@ -91,6 +106,10 @@ class TFImport:
     refs: dict[str, str] = field(default_factory=dict)  # TF tensor -> graph tensor
     layouts: dict[str, str] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)  # the TF tensors imported as the model's outputs
+    flow: control_flow.Flow = field(default_factory=control_flow.Flow)  # while-loop frames, cond branches
+    region_deps: dict[str, list[str]] = field(default_factory=dict)  # body node -> its TF inputs
+    order_cache: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ resolution
     def res(self, ref: str) -> str:
@@ -111,12 +130,18 @@ class TFImport:
                 src = parse_tensor_name(ref)[0]
                 if src not in self.nodes:
                     raise FileFormatError(f"{self.source}: op {node.name!r} reads {ref!r}, which is not in the graph")
+                if node.op in _MERGES and self.nodes[src].op in _NEXT_ITERATIONS:
+                    continue  # a while loop's back edge: the loop becomes one Loop op
                 g.add_edge(src, node.name)
+        position = {name: i for i, name in enumerate(self.nodes)}
         try:
-            return list(nx.lexicographical_topological_sort(g, key=list(self.nodes).index))
+            order = list(nx.lexicographical_topological_sort(g, key=position.__getitem__))
         except nx.NetworkXUnfeasible:
-            raise UnknownOpError(f"{self.source}: the graph has a cycle (a tf.while_loop); graphdnn imports "
-                                 "feed-forward graphs only") from None
+            raise UnknownOpError(f"{self.source}: the graph has a cycle that is not a tf.while_loop frame "
+                                 "(Enter/Merge/NextIteration); graphdnn cannot import it") from None
+        self.order_cache = order
+        control_flow.assign_frames(self, order)
+        return order
 
     def predicate(self, ref: str) -> bool | None:
         """The static value of a Switch predicate: the training flag or a boolean constant."""
@@ -131,6 +156,8 @@ class TFImport:
         order = self.order()
         for name in order:
             node = self.nodes[name]
+            if control_flow.in_region(self, name):  # translated inside a Loop's or an If's body
+                continue
             ins = [self.res(r) for r in node.inputs]
             if any(self.is_dead(parse_tensor_name(c)[0] + ":0") for c in node.control_inputs):
                 self.dead_nodes.add(name)
@@ -163,7 +190,30 @@ class TFImport:
                 self.dead_nodes.add(name)
             else:
                 self.deps[name] = ins
+        control_flow.analyse_loops(self)
         return order
+
+    def resolve_checked(self) -> list[str]:
+        """``resolve``, with a malformed graph (a Switch without a predicate, a Merge of one input...) reported
+        as a ``FileFormatError`` naming the file."""
+        try:
+            return self.resolve()
+        except GraphDNNError:
+            raise
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FileFormatError(f"{self.source}: the graph's control flow is malformed "
+                                  f"({type(exc).__name__}: {exc})") from None
+
+    def dropout_mask(self, name: str) -> bool:
+        """Whether RandomUniform ``name`` only feeds ``GreaterEqual`` comparisons (``tf.nn.dropout``'s keep mask)."""
+        if not hasattr(self, "_consumers"):
+            self._consumers: dict[str, list[TFNode]] = {}
+            for node in self.nodes.values():
+                for ref in node.inputs:
+                    self._consumers.setdefault(parse_tensor_name(ref)[0], []).append(node)
+        users = self._consumers.get(name, [])
+        return bool(users) and all(u.op == "GreaterEqual" and parse_tensor_name(u.inputs[0])[0] == name
+                                   for u in users)
 
     def _foldable(self, ref: str) -> bool:
         node = self.nodes[split_tensor_name(ref)[0]]
@@ -172,6 +222,8 @@ class TFImport:
     # ------------------------------------------------------------------ selection
     def training_only(self, name: str) -> bool:
         op = self.nodes[name].op
+        if op == "RandomUniform" and self.dropout_mask(name):
+            return False
         return (op in _TRAINING_ONLY or op.startswith(_TRAINING_ONLY_PREFIXES) or op.endswith("Grad")
                 or op.endswith("GradV2") or _TRAINING_SCOPES.search(name) is not None)
 
@@ -184,6 +236,7 @@ class TFImport:
                 dropped.add(name)
         if outputs is None:
             outputs = self._default_outputs(order, dropped)
+        self.outputs = list(outputs)
         needed: set[str] = set()
         stack = [split_tensor_name(self.res(r))[0] for r in outputs]
         while stack:
@@ -204,10 +257,13 @@ class TFImport:
 
     def _unsupported(self, name: str) -> str:
         node = self.nodes[name]
-        if name in self.special or node.op in _VARIABLE_OPS or node.op in ("Placeholder", "PlaceholderWithDefault"):
+        if name in self.special or node.op in _VARIABLE_OPS or node.op in ("Placeholder", "PlaceholderWithDefault",
+                                                                             "TensorArrayV3"):
             return ""
         if node.op == "Const":
             return "" if np.asarray(node.attrs.get("value")).dtype != object else "string constant"
+        if node.op == "RandomUniform" and self.dropout_mask(name):
+            return ""
         if self.training_only(name):
             return "training-only op"
         return "" if node.op in TRANSLATORS else "unsupported"
@@ -220,7 +276,8 @@ class TFImport:
         outs = []
         for name in order:
             node = self.nodes[name]
-            if name not in self.deps or name in dropped or node.op in _NOT_OUTPUTS or node.op in _VARIABLE_OPS:
+            if (name not in self.deps or name in dropped or node.op in _NOT_OUTPUTS or node.op in _VARIABLE_OPS
+                    or node.op in control_flow.EXITS):
                 continue
             users = consumers.get(name, [])
             updates = any(self.nodes[c].op.startswith(_TRAINING_ONLY_PREFIXES) for c in users)
@@ -309,6 +366,41 @@ class TFImport:
         return 0.99
 
 
+def _fold(graph: Graph, ref: str, depth: int = 0) -> torch.Tensor | None:
+    """The value of ``ref`` when it depends on constants only (``concat([1, 0], range(2, rank))``), else None."""
+    from graphdnn.ops.registry import lookup
+    from graphdnn.shapes import constant_value
+    from graphdnn.subgraphs import has_subgraphs
+
+    op_name, index = split_tensor_name(ref)
+    op = graph.get_operation(op_name)
+    value = constant_value(graph, ref)
+    if value is not None or depth > 32 or not op.inputs or op.is_variable or has_subgraphs(op):
+        return value
+    args = []
+    for r in op.inputs:
+        v = None if r is None else _fold(graph, r, depth + 1)
+        if r is not None and v is None:
+            return None
+        args.append(v)
+    opdef = lookup(op.type, op.domain, graph.opset.get(op.domain))
+    for k in opdef.static_inputs:
+        if k < len(args) and args[k] is not None:
+            args[k] = args[k].tolist()
+    kwargs = dict(op.attrs)
+    if opdef.num_outputs is None:
+        kwargs["_outputs"] = len(op.outputs)
+    if sum(a.numel() for a in args if isinstance(a, torch.Tensor)) > 4096:
+        return None
+    try:
+        with torch.no_grad():
+            result = opdef.lower(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - not foldable here; the op runs at run time instead
+        return None
+    results = result if isinstance(result, tuple) else (result,)
+    return results[index] if index < len(results) and isinstance(results[index], torch.Tensor) else None
+
+
 class Node:
     """What a translator sees: one TF node, its resolved inputs and the graph being built."""
 
@@ -327,7 +419,7 @@ class Node:
         return str(value.base_dtype) if value is not None else default
 
     def _dep(self, i: int) -> str:
-        deps = self.imp.deps[self.name]
+        deps = self.imp.region_deps.get(self.tf.name) or self.imp.deps[self.tf.name]
         if i >= len(deps):
             raise FileFormatError(f"{self.imp.source}: TF op {self.name!r} ({self.op}) has {len(deps)} input(s); "
                                   f"input {i} is missing (a corrupted meta graph)")
@@ -336,14 +428,28 @@ class Node:
     def x(self, i: int) -> str:
         return self.imp.tensor(self._dep(i))
 
+    def producer(self, i: int) -> TFNode:
+        """The TF node that computes input ``i``."""
+        return self.imp.nodes[split_tensor_name(self._dep(i))[0]]
+
+    def input_of(self, node: TFNode, j: int) -> str:
+        """The graph tensor of input ``j`` of another TF node (one this op reads through, such as the shape of a
+        ``RandomUniform`` it replaces)."""
+        ref = _canon(node.inputs[j])
+        return self.imp.tensor(ref if node.name in self.imp.region_deps or self.imp.flow.frame_of.get(node.name)
+                               or node.name in self.imp.flow.side else self.imp.res(ref))
+
     def static_ints(self, i: int, required: bool = True) -> list[int] | None:
         ref = self._dep(i)
         node = self.imp.nodes[split_tensor_name(ref)[0]]
-        if node.op != "Const":
-            if required:
-                raise GraphError(f"TF op {self.name!r} ({self.op}): input {i} must be a constant, it is {ref!r}")
-            return None
-        return [int(v) for v in np.asarray(node.attrs["value"]).reshape(-1)]
+        if node.op == "Const":
+            return [int(v) for v in np.asarray(node.attrs["value"]).reshape(-1)]
+        folded = _fold(self.graph, self.x(i)) if node.op not in ("Placeholder", "PlaceholderWithDefault") else None
+        if folded is not None:
+            return [int(v) for v in folded.reshape(-1).tolist()]
+        if required:
+            raise GraphError(f"TF op {self.name!r} ({self.op}): input {i} must be a constant, it is {ref!r}")
+        return None
 
     def add(self, op_type: str, inputs: list[str | None], attrs: dict[str, Any] | None = None,
             name: str | None = None, domain: str = "") -> str:
@@ -395,6 +501,9 @@ class _Builder:
             imp.refs[ref] = self._const(node)
         elif node.op in _VARIABLE_OPS:
             imp.refs[ref] = self._variable(node)
+        elif node.op == "PlaceholderWithDefault" and self._default(node) is not None:
+            # a tensor with a default (``keep_prob``): its default, which compile(inputs=[...]) can still feed
+            imp.refs[ref] = self.graph.constant(self._default(node), name=node.name).name
         elif node.op in ("Placeholder", "PlaceholderWithDefault"):
             shape = node.attrs.get("shape")
             dims = shape.dims if isinstance(shape, TFShape) else None
@@ -405,8 +514,16 @@ class _Builder:
                              f"training-only; importable outputs: {produced})")
         return imp.refs[ref]
 
+    def _default(self, node: TFNode) -> np.ndarray | None:
+        source = self.imp.nodes.get(parse_tensor_name(node.inputs[0])[0]) if node.inputs else None
+        if source is None or source.op != "Const":
+            return None
+        value = np.asarray(source.attrs["value"])
+        return value if value.dtype != object and value.size <= 4096 else None
+
     def _const(self, node: TFNode) -> str:
         value = np.asarray(node.attrs["value"])
+        budget.charge(value.nbytes, f"{self.imp.source}: Const {node.name!r} of shape {list(value.shape)}")
         if value.size > 4096:
             return self.graph.variable(node.name, value=torch.from_numpy(value.copy()), trainable=False,
                                        scoped=False).name
@@ -429,6 +546,7 @@ class _Builder:
                                   "static shape")
         else:
             self.unbound.append(name)
+            budget.charge_tensor(dims, 4, f"{self.imp.source}: variable {name!r} (zeros, not in a checkpoint)")
             value = torch.zeros(dims)
         return self.graph.variable(name, value=value, dtype=dtype, trainable=name in self.trainable,
                                    layout=self.imp.layouts.get(name), scoped=False).name
@@ -440,18 +558,53 @@ class _Builder:
             node = imp.nodes[name]
             if node.op in ("Const", "Placeholder", "PlaceholderWithDefault") or node.op in _VARIABLE_OPS:
                 continue
-            if name in imp.special:
-                outs = [self._batch_norm(name, imp.special[name])]
-            else:
-                try:
+            if node.op in ("TensorArrayV3", "RandomUniform"):  # read by the translators of their consumers
+                continue
+            spec = imp.special.get(name)
+            try:
+                if spec is not None and "loop" in spec:
+                    outs = [control_flow.build_loop(self, spec["loop"])[spec["variable"]]]
+                elif spec is not None and "if" in spec:
+                    outs = [control_flow.build_if(self, name, spec)]
+                elif spec is not None:
+                    outs = [self._batch_norm(name, spec)]
+                else:
                     outs = TRANSLATORS[node.op](Node(imp, node))
-                except GraphDNNError:
-                    raise
-                except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise FileFormatError(f"{imp.source}: TF op {name!r} ({node.op}) is malformed "
-                                          f"({type(exc).__name__}: {exc})") from None
+            except GraphDNNError:
+                raise
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise FileFormatError(f"{imp.source}: TF op {name!r} ({node.op}) is malformed "
+                                      f"({type(exc).__name__}: {exc})") from None
             for i, ref in enumerate(outs):
                 imp.refs[f"{name}:{i}"] = ref
+                self._declared_shape(node, i, ref)
+                if ref != f"{name}:{i}":  # an output made by a helper op stays reachable by its TF name
+                    self.graph.aliases[f"{name}:{i}"] = ref
+
+    def _declared_shape(self, node: TFNode, index: int, ref: str, graph: Graph | None = None) -> None:
+        """Where graphdnn cannot infer a shape (``Fill``, ``Where``, dynamic ranges), take TF's own
+        ``_output_shapes`` for it, so that the layers after it know their ranks."""
+        op_name, i = split_tensor_name(ref)
+        g = graph or self.graph
+        op = g.get_operation(op_name)
+        info = op.outputs[i]
+        declared = node.attrs.get("_output_shapes")
+        shape = info.shape
+        if shape is None and isinstance(declared, list) and index < len(declared):
+            dims = declared[index].dims if isinstance(declared[index], TFShape) else None
+            shape = None if dims is None else tuple(dims)
+        dtype = info.dtype
+        if dtype is None and not op.domain:
+            if op.type in ("NonZero", "Shape", "Size", "ArgMax", "ArgMin"):
+                dtype = "int64"
+            elif op.type == "Cast" and "to" in op.attrs:
+                dtype = onnx_to_name(int(op.attrs["to"]))
+            elif op.type in _COMPARISONS:
+                dtype = "bool"
+            elif op.inputs and op.inputs[0] is not None:  # the other ops keep their first input's dtype
+                dtype = g.get_tensor(op.inputs[0]).dtype
+        if (shape, dtype) != (info.shape, info.dtype):
+            op.outputs[i] = ValueInfo(shape, dtype)
 
     def _batch_norm(self, name: str, spec: dict[str, Any]) -> str:
         x, gamma, beta, mean, var = (None if r is None else self.tensor(r) for r in spec["inputs"])
@@ -531,11 +684,22 @@ def _paths(path: str | os.PathLike, checkpoint: str | os.PathLike | None) -> tup
 
 
 def load_tf_with_report(path: str | os.PathLike, training: bool = False, *, checkpoint: str | os.PathLike | None = None,
-                        outputs: list[str] | None = None, values: bool = True) -> tuple[Graph, Any]:
+                        outputs: list[str] | None = None, values: bool = True, max_bytes: int | None = None
+                        ) -> tuple[Graph, Any]:
     """``load_tf`` plus the ``RestoreReport`` of binding the checkpoint (optimizer slots in ``skipped``)."""
+    with budget.load_scope(path, max_bytes=max_bytes) as scope:
+        graph, report = _load_tf_with_report(path, training, checkpoint, outputs, values, scope)
+        budget.remember(graph, scope)
+        return graph, report
+
+
+def _load_tf_with_report(path: str | os.PathLike, training: bool, checkpoint: str | os.PathLike | None,
+                         outputs: list[str] | None, values: bool, scope: budget.LoadBudget) -> tuple[Graph, Any]:
     from graphdnn.restore import match_names
 
     meta_path, prefix = _paths(path, checkpoint)
+    data = [prefix + ".index", *glob.glob(glob.escape(prefix) + ".data-*")] if prefix is not None else []
+    scope.add_files(meta_path, *data)  # the meta graph's and the checkpoint's files count towards the budget
     reader = TFCheckpointReader(prefix) if prefix is not None and values else None
     if meta_path is None:
         graph = _variables_only(reader, prefix)
@@ -551,7 +715,7 @@ def import_meta_graph(meta: MetaGraph, reader: TFCheckpointReader | None = None,
     source = source or meta.source
     imp = TFImport(meta, source, training, {n.name: n for n in meta.nodes})
     imp.graph = Graph(Path(source).name.removesuffix(".meta") or "tf")
-    order = imp.resolve()
+    order = imp.resolve_checked()
     imp.match_batch_norms()
     selected = imp.select(order, [_canon(o) for o in outputs] if outputs else None)
     _detect_layouts(imp)
@@ -562,7 +726,17 @@ def import_meta_graph(meta: MetaGraph, reader: TFCheckpointReader | None = None,
     imp.graph.meta["tf_import"] = {"meta_graph": source, "checkpoint": reader.prefix if reader else None,
                                    "tf_version": meta.tf_version, "training_branch": training,
                                    "unbound_variables": builder.unbound, "dropped_collection_entries": dropped}
+    _declare_signature(imp)
     return imp.graph
+
+
+def _declare_signature(imp: TFImport) -> None:
+    """The imported outputs (in order) and the placeholders they need become the graph's signature."""
+    from graphdnn.compiler import default_inputs
+
+    outs = [imp.refs.get(imp.res(_canon(o))) for o in imp.outputs]
+    if outs and all(outs):
+        imp.graph.signature = {"inputs": default_inputs(imp.graph, outs), "outputs": outs}
 
 
 def _variables_only(reader: TFCheckpointReader | None, prefix: str | None) -> Graph:
@@ -593,10 +767,15 @@ def _report(graph: Graph, reader: TFCheckpointReader | None, prefix: str | None,
 
 
 def load_tf(path: str | os.PathLike, training: bool = False, *, checkpoint: str | os.PathLike | None = None,
-            outputs: list[str] | None = None, values: bool = True) -> Graph:
+            outputs: list[str] | None = None, values: bool = True, max_bytes: int | None = None) -> Graph:
     """Import a TF1 meta graph (``.meta``, a checkpoint prefix or ``.index`` beside one) as a Graph with
     TF's names, its variables bound from the checkpoint (``checkpoint=`` overrides the one beside the
     ``.meta``; ``values=False`` leaves them at zero). ``training`` picks the branch of ``training``
     switches; ``outputs`` (TF tensor names) limits the import to what they need. A checkpoint
-    without a ``.meta`` gives a graph of its (non-slot) variables only."""
-    return load_tf_with_report(path, training, checkpoint=checkpoint, outputs=outputs, values=values)[0]
+    without a ``.meta`` gives a graph of its (non-slot) variables only.
+
+    What the files make graphdnn allocate is charged to a memory budget of 16 x their size + 256 MiB, or
+    ``max_bytes``; going over raises ``ResourceLimitError`` (see ``graphdnn.budget``)."""
+    with reading_file(path, "TensorFlow checkpoint"):
+        return load_tf_with_report(path, training, checkpoint=checkpoint, outputs=outputs, values=values,
+                                   max_bytes=max_bytes)[0]

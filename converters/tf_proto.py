@@ -1,10 +1,10 @@
-"""Decode TensorFlow protocol buffers without TensorFlow: meta graphs, graph defs, tensors, bundle entries.
+"""Decode TensorFlow protocol buffers without TensorFlow: meta graphs, graph defs, tensors, bundle entries,
+SavedModels and TF2 checkpoint object graphs.
 
-A small schema-driven protobuf wire-format decoder. The schemas below carry the field numbers of TF's
-``.proto`` files (``tensorflow/core/framework/{graph,node_def,attr_value,tensor,tensor_shape,types,
-versions,function}.proto``, ``tensorflow/core/protobuf/{meta_graph,saver,tensor_bundle}.proto``,
-``tensorflow/core/framework/variable.proto``); unknown fields are skipped, as protobuf does.
-Everything comes back as plain dataclasses, numpy arrays and Python values.
+The bytes are parsed by the protobuf runtime with graphdnn's own schema of the messages and fields it reads
+(``converters/tf_protos/tf_wire.proto``: TF's field numbers and wire types; unknown fields are skipped);
+malformed data raises ``FileFormatError`` naming the file. Everything comes back as plain dataclasses,
+numpy arrays and Python values.
 
 Attribute values (``TFNode.attrs``) map to Python as follows:
 
@@ -16,14 +16,17 @@ Attribute values (``TFNode.attrs``) map to Python as follows:
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError
 
+from converters.tf_protos import message_class
+from graphdnn import budget
 from graphdnn.errors import FileFormatError
 
 __all__ = [
@@ -43,6 +46,13 @@ __all__ = [
     "BundleEntry",
     "read_meta_graph",
     "parse_meta_graph",
+    "read_saved_model",
+    "parse_saved_model",
+    "parse_trackable_object_graph",
+    "TFSavedVariable",
+    "TFSavedObject",
+    "TFObjectGraph",
+    "TFTrackable",
     "read_graph_def",
     "parse_graph_def",
     "parse_tensor_proto",
@@ -55,7 +65,6 @@ __all__ = [
 
 #: Largest tensor (in elements) a TensorProto may describe through TF's "repeat the last value" rule.
 MAX_FILL_ELEMENTS = 1 << 28
-_MAX_DEPTH = 64
 
 
 class _WireError(ValueError):
@@ -223,25 +232,8 @@ def _decode_tensor_bytes(
 
 
 # ====================================================================================== wire decoding
-class _Msg:
-    """Schema of one message: field number -> (name, kind, repeated)."""
-
-    def __init__(self, tf_name: str, fields: dict[int, tuple[str, Any, bool]] | None = None):
-        self.tf_name = tf_name
-        self.fields: dict[int, tuple[str, Any, bool]] = fields or {}
-
-
-@dataclass(frozen=True)
-class _Map:
-    key: str
-    value: Any
-
-
-_VARINT_KINDS = {"int32", "int64", "uint32", "uint64", "bool", "enum"}
-
-
 def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """A base-128 varint at ``pos`` (protobuf and LevelDB tables); returns (value, next position)."""
+    """A base-128 varint at ``pos`` (LevelDB tables of checkpoint indexes); returns (value, next position)."""
     result = 0
     shift = 0
     while True:
@@ -257,329 +249,31 @@ def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
             raise _WireError("varint longer than 10 bytes")
 
 
-def _convert_varint(kind: str, v: int) -> Any:
-    if kind in ("int32", "int64", "enum"):
-        v &= 0xFFFFFFFFFFFFFFFF
-        return v - (1 << 64) if v >= 1 << 63 else v
-    if kind == "bool":
-        return v != 0
-    if kind == "uint32":
-        return v & 0xFFFFFFFF
-    return v & 0xFFFFFFFFFFFFFFFF
+def _is_repeated(field: Any) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf >= 6; ``label`` before
+    return bool(repeated) if repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
 
 
-def _skip(buf: bytes, pos: int, end: int, wire: int) -> int:
-    if wire == 0:
-        return read_varint(buf, pos, end)[1]
-    if wire == 1:
-        pos += 8
-    elif wire == 5:
-        pos += 4
-    elif wire == 2:
-        n, pos = read_varint(buf, pos, end)
-        pos += n
-    else:
-        raise _WireError(f"unsupported wire type {wire}")
-    if pos > end:
-        raise _WireError("field runs past the end of its message")
-    return pos
-
-
-def _packed(buf: bytes, pos: int, end: int, kind: str) -> list[Any]:
-    if kind in _VARINT_KINDS:
-        out = []
-        while pos < end:
-            v, pos = read_varint(buf, pos, end)
-            out.append(_convert_varint(kind, v))
-        return out
-    fmt = {"float": "<f4", "double": "<f8", "fixed32": "<u4", "fixed64": "<u8"}[kind]
-    size = int(fmt[-1])
-    if (end - pos) % size:
-        raise _WireError(f"packed {kind} field of {end - pos} bytes")
-    return np.frombuffer(buf[pos:end], dtype=fmt).tolist()
-
-
-def _decode(buf: bytes, pos: int, end: int, schema: _Msg, depth: int = 0) -> dict[str, Any]:
-    if depth > _MAX_DEPTH:
-        raise _WireError("messages nested too deeply")
+def _to_dict(msg: Any) -> dict[str, Any]:
+    """A parsed message as the plain values this module builds its objects from: set fields only, nested
+    messages as dicts, repeated fields as lists, maps as dicts."""
     out: dict[str, Any] = {}
-    while pos < end:
-        tag, pos = read_varint(buf, pos, end)
-        num, wire = tag >> 3, tag & 7
-        spec = schema.fields.get(num)
-        if spec is None or num == 0:
-            if num == 0:
-                raise _WireError("field number 0")
-            pos = _skip(buf, pos, end, wire)
-            continue
-        name, kind, repeated = spec
-        if wire == 2:
-            n, pos = read_varint(buf, pos, end)
-            stop = pos + n
-            if stop > end:
-                raise _WireError(f"field {schema.tf_name}.{name} runs past the end of its message")
-            if isinstance(kind, _Msg):
-                value: Any = _decode(buf, pos, stop, kind, depth + 1)
-            elif isinstance(kind, _Map):
-                entry = _decode(buf, pos, stop, _map_entry_schema(kind), depth + 1)
-                key = entry.get("key", "" if kind.key == "string" else 0)
-                out.setdefault(name, {})[key] = entry.get("value", _default(kind.value))
-                pos = stop
-                continue
-            elif kind == "bytes":
-                value = bytes(buf[pos:stop])
-            elif kind == "string":
-                try:
-                    value = bytes(buf[pos:stop]).decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise _WireError(f"field {schema.tf_name}.{name} is not valid UTF-8") from exc
-            elif repeated:
-                out.setdefault(name, []).extend(_packed(buf, pos, stop, kind))
-                pos = stop
-                continue
-            else:
-                raise _WireError(f"field {schema.tf_name}.{name}: unexpected length-delimited value")
-            pos = stop
-        elif wire == 0 and kind in _VARINT_KINDS:
-            v, pos = read_varint(buf, pos, end)
-            value = _convert_varint(kind, v)
-        elif wire == 5 and kind in ("float", "fixed32"):
-            if pos + 4 > end:
-                raise _WireError(f"truncated field {schema.tf_name}.{name}")
-            value = struct.unpack_from("<f" if kind == "float" else "<I", buf, pos)[0]
-            pos += 4
-        elif wire == 1 and kind in ("double", "fixed64"):
-            if pos + 8 > end:
-                raise _WireError(f"truncated field {schema.tf_name}.{name}")
-            value = struct.unpack_from("<d" if kind == "double" else "<Q", buf, pos)[0]
-            pos += 8
+    for fd, value in msg.ListFields():
+        if fd.type != FieldDescriptor.TYPE_MESSAGE:
+            out[fd.name] = list(value) if _is_repeated(fd) else value
+        elif fd.message_type.GetOptions().map_entry:
+            nested = fd.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE
+            out[fd.name] = {k: _to_dict(v) if nested else v for k, v in value.items()}
+        elif _is_repeated(fd):
+            out[fd.name] = [_to_dict(v) for v in value]
         else:
-            raise _WireError(f"field {schema.tf_name}.{name} has wire type {wire}, not a {kind}")
-        if repeated:
-            out.setdefault(name, []).append(value)
-        else:
-            out[name] = value
-    if pos != end:
-        raise _WireError(f"{schema.tf_name} runs past the end of its buffer")
+            out[fd.name] = _to_dict(value)
     return out
 
 
-_MAP_ENTRY_SCHEMAS: dict[_Map, _Msg] = {}
-
-
-def _map_entry_schema(kind: _Map) -> _Msg:
-    schema = _MAP_ENTRY_SCHEMAS.get(kind)
-    if schema is None:
-        schema = _Msg("MapEntry", {1: ("key", kind.key, False), 2: ("value", kind.value, False)})
-        _MAP_ENTRY_SCHEMAS[kind] = schema
-    return schema
-
-
-def _default(kind: Any) -> Any:
-    if isinstance(kind, _Msg):
-        return {}
-    return {"string": "", "bytes": b"", "bool": False, "float": 0.0, "double": 0.0}.get(kind, 0)
-
-
-# ============================================================================= schemas (TF field numbers)
-def _f(name: str, kind: Any, repeated: bool = False) -> tuple[str, Any, bool]:
-    return (name, kind, repeated)
-
-
-VERSION_DEF = _Msg(
-    "tensorflow.VersionDef",
-    {1: _f("producer", "int32"), 2: _f("min_consumer", "int32"), 3: _f("bad_consumers", "int32", True)},
-)
-_DIM = _Msg("tensorflow.TensorShapeProto.Dim", {1: _f("size", "int64"), 2: _f("name", "string")})
-TENSOR_SHAPE = _Msg("tensorflow.TensorShapeProto", {2: _f("dim", _DIM, True), 3: _f("unknown_rank", "bool")})
-_EXTENT = _Msg("tensorflow.TensorSliceProto.Extent", {1: _f("start", "int64"), 2: _f("length", "int64")})
-TENSOR_SLICE = _Msg("tensorflow.TensorSliceProto", {1: _f("extent", _EXTENT, True)})
-BUNDLE_HEADER = _Msg(
-    "tensorflow.BundleHeaderProto",
-    {1: _f("num_shards", "int32"), 2: _f("endianness", "enum"), 3: _f("version", VERSION_DEF)},
-)
-BUNDLE_ENTRY = _Msg(
-    "tensorflow.BundleEntryProto",
-    {
-        1: _f("dtype", "enum"),
-        2: _f("shape", TENSOR_SHAPE),
-        3: _f("shard_id", "int32"),
-        4: _f("offset", "int64"),
-        5: _f("size", "int64"),
-        6: _f("crc32c", "fixed32"),
-        7: _f("slices", TENSOR_SLICE, True),
-    },
-)
-TENSOR = _Msg(
-    "tensorflow.TensorProto",
-    {
-        1: _f("dtype", "enum"),
-        2: _f("tensor_shape", TENSOR_SHAPE),
-        3: _f("version_number", "int32"),
-        4: _f("tensor_content", "bytes"),
-        5: _f("float_val", "float", True),
-        6: _f("double_val", "double", True),
-        7: _f("int_val", "int32", True),
-        8: _f("string_val", "bytes", True),
-        9: _f("scomplex_val", "float", True),
-        10: _f("int64_val", "int64", True),
-        11: _f("bool_val", "bool", True),
-        12: _f("dcomplex_val", "double", True),
-        13: _f("half_val", "int32", True),
-        16: _f("uint32_val", "uint32", True),
-        17: _f("uint64_val", "uint64", True),
-        18: _f("float8_val", "bytes"),
-    },
-)
-ATTR_VALUE = _Msg("tensorflow.AttrValue")
-NAME_ATTR_LIST = _Msg("tensorflow.NameAttrList", {1: _f("name", "string"), 2: _f("attr", _Map("string", ATTR_VALUE))})
-LIST_VALUE = _Msg(
-    "tensorflow.AttrValue.ListValue",
-    {
-        2: _f("s", "bytes", True),
-        3: _f("i", "int64", True),
-        4: _f("f", "float", True),
-        5: _f("b", "bool", True),
-        6: _f("type", "enum", True),
-        7: _f("shape", TENSOR_SHAPE, True),
-        8: _f("tensor", TENSOR, True),
-        9: _f("func", NAME_ATTR_LIST, True),
-    },
-)
-ATTR_VALUE.fields.update(
-    {
-        1: _f("list", LIST_VALUE),
-        2: _f("s", "bytes"),
-        3: _f("i", "int64"),
-        4: _f("f", "float"),
-        5: _f("b", "bool"),
-        6: _f("type", "enum"),
-        7: _f("shape", TENSOR_SHAPE),
-        8: _f("tensor", TENSOR),
-        9: _f("placeholder", "string"),
-        10: _f("func", NAME_ATTR_LIST),
-    }
-)
-NODE_DEF = _Msg(
-    "tensorflow.NodeDef",
-    {
-        1: _f("name", "string"),
-        2: _f("op", "string"),
-        3: _f("input", "string", True),
-        4: _f("device", "string"),
-        5: _f("attr", _Map("string", ATTR_VALUE)),
-    },
-)
-_OP_DEF = _Msg("tensorflow.OpDef", {1: _f("name", "string")})
-FUNCTION_DEF = _Msg(
-    "tensorflow.FunctionDef",
-    {1: _f("signature", _OP_DEF), 3: _f("node_def", NODE_DEF, True), 4: _f("ret", _Map("string", "string"))},
-)
-FUNCTION_LIBRARY = _Msg("tensorflow.FunctionDefLibrary", {1: _f("function", FUNCTION_DEF, True)})
-GRAPH_DEF = _Msg(
-    "tensorflow.GraphDef",
-    {1: _f("node", NODE_DEF, True), 2: _f("library", FUNCTION_LIBRARY), 4: _f("versions", VERSION_DEF)},
-)
-_OP_LIST = _Msg("tensorflow.OpList", {1: _f("op", _OP_DEF, True)})
-META_INFO_DEF = _Msg(
-    "tensorflow.MetaGraphDef.MetaInfoDef",
-    {
-        1: _f("meta_graph_version", "string"),
-        2: _f("stripped_op_list", _OP_LIST),
-        4: _f("tags", "string", True),
-        5: _f("tensorflow_version", "string"),
-        6: _f("tensorflow_git_version", "string"),
-        7: _f("stripped_default_attrs", "bool"),
-    },
-)
-SAVER_DEF = _Msg(
-    "tensorflow.SaverDef",
-    {
-        1: _f("filename_tensor_name", "string"),
-        2: _f("save_tensor_name", "string"),
-        3: _f("restore_op_name", "string"),
-        4: _f("max_to_keep", "int32"),
-        5: _f("sharded", "bool"),
-        6: _f("keep_checkpoint_every_n_hours", "float"),
-        7: _f("version", "enum"),
-    },
-)
-_ANY = _Msg("google.protobuf.Any", {1: _f("type_url", "string"), 2: _f("value", "bytes")})
-COLLECTION_DEF = _Msg(
-    "tensorflow.CollectionDef",
-    {
-        1: _f("node_list", _Msg("tensorflow.CollectionDef.NodeList", {1: _f("value", "string", True)})),
-        2: _f("bytes_list", _Msg("tensorflow.CollectionDef.BytesList", {1: _f("value", "bytes", True)})),
-        3: _f("int64_list", _Msg("tensorflow.CollectionDef.Int64List", {1: _f("value", "int64", True)})),
-        4: _f("float_list", _Msg("tensorflow.CollectionDef.FloatList", {1: _f("value", "float", True)})),
-        5: _f("any_list", _Msg("tensorflow.CollectionDef.AnyList", {1: _f("value", _ANY, True)})),
-    },
-)
-TENSOR_INFO = _Msg(
-    "tensorflow.TensorInfo",
-    {1: _f("name", "string"), 2: _f("dtype", "enum"), 3: _f("tensor_shape", TENSOR_SHAPE)},
-)
-SIGNATURE_DEF = _Msg(
-    "tensorflow.SignatureDef",
-    {
-        1: _f("inputs", _Map("string", TENSOR_INFO)),
-        2: _f("outputs", _Map("string", TENSOR_INFO)),
-        3: _f("method_name", "string"),
-    },
-)
-META_GRAPH_DEF = _Msg(
-    "tensorflow.MetaGraphDef",
-    {
-        1: _f("meta_info_def", META_INFO_DEF),
-        2: _f("graph_def", GRAPH_DEF),
-        3: _f("saver_def", SAVER_DEF),
-        4: _f("collection_def", _Map("string", COLLECTION_DEF)),
-        5: _f("signature_def", _Map("string", SIGNATURE_DEF)),
-    },
-)
-VARIABLE_DEF = _Msg(
-    "tensorflow.VariableDef",
-    {
-        1: _f("variable_name", "string"),
-        2: _f("initializer_name", "string"),
-        3: _f("snapshot_name", "string"),
-        5: _f("is_resource", "bool"),
-        6: _f("initial_value_name", "string"),
-        7: _f("trainable", "bool"),
-    },
-)
-
-#: every schema, by TF's full message name (used to audit the field numbers against TF's descriptors)
-SCHEMAS: dict[str, _Msg] = {
-    m.tf_name: m
-    for m in (
-        VERSION_DEF,
-        _DIM,
-        TENSOR_SHAPE,
-        _EXTENT,
-        TENSOR_SLICE,
-        BUNDLE_HEADER,
-        BUNDLE_ENTRY,
-        TENSOR,
-        ATTR_VALUE,
-        NAME_ATTR_LIST,
-        LIST_VALUE,
-        NODE_DEF,
-        _OP_DEF,
-        FUNCTION_DEF,
-        FUNCTION_LIBRARY,
-        GRAPH_DEF,
-        _OP_LIST,
-        META_INFO_DEF,
-        SAVER_DEF,
-        COLLECTION_DEF,
-        *(spec[1] for spec in COLLECTION_DEF.fields.values()),
-        TENSOR_INFO,
-        SIGNATURE_DEF,
-        META_GRAPH_DEF,
-        VARIABLE_DEF,
-    )
-}
+def _parse(message: str, data: bytes) -> dict[str, Any]:
+    """Parse ``data`` as TF message ``message`` (``converters/tf_protos/tf_wire.proto``) into plain values."""
+    return _to_dict(message_class(message).FromString(bytes(data)))
 
 
 # ================================================================================= public data classes
@@ -641,6 +335,9 @@ class TFFunction:
     name: str
     nodes: list[TFNode] = field(default_factory=list)
     ret: dict[str, str] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)  # the signature's input argument names, in order
+    outputs: list[str] = field(default_factory=list)  # its output argument names (keys of ``ret``), in order
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -736,6 +433,54 @@ class TFSignature:
     outputs: dict[str, TFTensorInfo]
 
 
+@dataclass
+class TFSavedVariable:
+    """A SavedVariable of a SavedModel's object graph: its name (``v.name`` without ``:0``), dtype, shape."""
+
+    name: str
+    dtype: TFDType
+    shape: TFShape
+    trainable: bool
+
+
+@dataclass
+class TFSavedObject:
+    """One node of a SavedModel's object graph (``SavedObject``).
+
+    ``kind`` is the set member of the proto's ``kind`` oneof (``"user_object"``, ``"variable"``, ``"function"``,
+    ``"bare_concrete_function"``, ``"constant"``, ``"resource"``, ``"asset"``, ``"captured_tensor"``, or ``""``);
+    ``children`` are ``(local name, node id)`` pairs; ``identifier`` names a user object's class
+    (``"_generic_user_object"``, ``"trackable_dict"``, ...).
+    """
+
+    children: list[tuple[str, int]] = field(default_factory=list)
+    kind: str = ""
+    identifier: str = ""
+    variable: TFSavedVariable | None = None
+    concrete_functions: list[str] = field(default_factory=list)
+    registered_name: str = ""
+
+
+@dataclass
+class TFObjectGraph:
+    """A SavedModel's ``SavedObjectGraph``: objects (node 0 is the root) and, per concrete function, the
+    object ids of its captured inputs (``bound_inputs``: variables, resources, constants)."""
+
+    nodes: list[TFSavedObject]
+    bound_inputs: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class TFTrackable:
+    """One node of a TF2 checkpoint's ``TrackableObjectGraph``: ``children`` as ``(local name, node id)``,
+    ``attributes`` as ``{attribute name (VARIABLE_VALUE): checkpoint key}``, ``slots`` as
+    ``(original variable node, slot name, slot node)``."""
+
+    children: list[tuple[str, int]] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+    slots: list[tuple[int, str, int]] = field(default_factory=list)
+
+
 #: collections whose bytes_list holds VariableDef protos (TF's GraphKeys._VARIABLE_COLLECTIONS + global_step)
 VARIABLE_COLLECTIONS = frozenset(
     {
@@ -772,6 +517,7 @@ class MetaGraph:
     stripped_ops: list[str] = field(default_factory=list)
     signatures: dict[str, TFSignature] = field(default_factory=dict)
     source: str = "<bytes>"
+    object_graph: TFObjectGraph | None = None  # a TF2 SavedModel's object graph
 
     @property
     def nodes(self) -> list[TFNode]:
@@ -894,6 +640,7 @@ def _tensor(d: dict[str, Any], what: str = "TensorProto") -> np.ndarray:
         vals = d.get("string_val", [])
         if len(vals) > count:
             raise _WireError(f"{what}: {len(vals)} strings for {count} elements")
+        budget.charge_tensor(shape, 8, what)  # one object reference per element
         arr = np.empty(count, dtype=object)
         arr[: len(vals)] = vals
         arr[len(vals) :] = vals[-1] if vals else b""
@@ -907,6 +654,7 @@ def _tensor(d: dict[str, Any], what: str = "TensorProto") -> np.ndarray:
     vals = make(raw)
     if vals.size > count:
         raise _WireError(f"{what}: {vals.size} values for {count} elements")
+    budget.charge_tensor(shape, vals.dtype.itemsize, f"{what}: a {name} tensor of shape {list(shape)}")
     out = np.zeros(count, dtype=vals.dtype)
     out[: vals.size] = vals
     if 0 < vals.size < count:
@@ -965,12 +713,22 @@ def _node(d: dict[str, Any]) -> TFNode:
     return TFNode(name, d.get("op", ""), inputs, controls, d.get("device", ""), attrs)
 
 
+def _function(f: dict[str, Any]) -> TFFunction:
+    sig = f.get("signature", {})
+    name = sig.get("name", "")
+    return TFFunction(
+        name,
+        [_node(n) for n in f.get("node_def", [])],
+        f.get("ret", {}),
+        [a.get("name", "") for a in sig.get("input_arg", [])],
+        [a.get("name", "") for a in sig.get("output_arg", [])],
+        {k: _attr(v, f"function {name!r} attr {k!r}") for k, v in f.get("attr", {}).items()},
+    )
+
+
 def _graph(d: dict[str, Any]) -> TFGraph:
     versions = d.get("versions", {})
-    functions = [
-        TFFunction(f.get("signature", {}).get("name", ""), [_node(n) for n in f.get("node_def", [])], f.get("ret", {}))
-        for f in d.get("library", {}).get("function", [])
-    ]
+    functions = [_function(f) for f in d.get("library", {}).get("function", [])]
     return TFGraph(
         [_node(n) for n in d.get("node", [])],
         versions.get("producer", 0),
@@ -980,7 +738,7 @@ def _graph(d: dict[str, Any]) -> TFGraph:
 
 
 def _variable_def(b: bytes) -> TFVariableDef:
-    d = _decode(b, 0, len(b), VARIABLE_DEF)
+    d = _parse("VariableDef", b)
     return TFVariableDef(
         d.get("variable_name", ""),
         d.get("initializer_name", ""),
@@ -1018,7 +776,9 @@ def _guard(source: str, what: str, fn: Callable[[], Any]) -> Any:
         return fn()
     except _WireError as exc:
         raise FileFormatError(f"{source}: not a valid {what}: {exc}") from None
-    except (ValueError, TypeError, struct.error, OverflowError, RecursionError) as exc:
+    except DecodeError as exc:
+        raise FileFormatError(f"{source}: not a valid {what}: the protobuf data is malformed ({exc})") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise FileFormatError(f"{source}: not a valid {what}: {type(exc).__name__}: {exc}") from None
 
 
@@ -1029,37 +789,67 @@ def _read(path: str | Path, what: str) -> bytes:
         raise FileFormatError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 
 
+def _refs(items: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [(r.get("local_name", ""), r.get("node_id", 0)) for r in items]
+
+
+def _object_graph(d: dict[str, Any]) -> TFObjectGraph:
+    nodes = []
+    for o in d.get("nodes", []):
+        kind = next((k for k in ("user_object", "variable", "function", "bare_concrete_function", "constant",
+                                 "resource", "asset", "captured_tensor") if k in o), "")
+        var = o.get("variable")
+        nodes.append(TFSavedObject(
+            _refs(o.get("children", [])),
+            kind,
+            o.get("user_object", {}).get("identifier", ""),
+            None if var is None else TFSavedVariable(var.get("name", ""), TFDType(var.get("dtype", 0)),
+                                                     _shape(var.get("shape", {})), var.get("trainable", False)),
+            list(o.get("function", {}).get("concrete_functions", [])),
+            o.get("registered_name", ""),
+        ))
+    bound = {k: list(v.get("bound_inputs", [])) for k, v in d.get("concrete_functions", {}).items()}
+    for name, ids in bound.items():
+        if any(not 0 <= i < len(nodes) for i in ids):
+            raise _WireError(f"concrete function {name!r} captures object ids {ids} of {len(nodes)} objects")
+    for i, node in enumerate(nodes):
+        if any(not 0 <= c < len(nodes) for _, c in node.children):
+            raise _WireError(f"object {i} has children outside the {len(nodes)} objects")
+    return TFObjectGraph(nodes, bound)
+
+
 def parse_meta_graph(data: bytes, source: str = "<bytes>") -> MetaGraph:
     """Decode a serialized ``MetaGraphDef``; ``source`` names the file in error messages."""
+    return _guard(source, "TensorFlow MetaGraphDef", lambda: _meta_graph(_parse("MetaGraphDef", data), source))
 
-    def build() -> MetaGraph:
-        d = _decode(data, 0, len(data), META_GRAPH_DEF)
-        if "graph_def" not in d and "meta_info_def" not in d:
-            raise _WireError("no graph_def and no meta_info_def (is this a MetaGraphDef?)")
-        info = d.get("meta_info_def", {})
-        saver = d.get("saver_def")
-        return MetaGraph(
-            graph=_graph(d.get("graph_def", {})),
-            collections={k: _collection(k, v) for k, v in d.get("collection_def", {}).items()},
-            saver=TFSaverDef(**saver) if saver is not None else None,
-            tf_version=info.get("tensorflow_version", ""),
-            tf_git_version=info.get("tensorflow_git_version", ""),
-            meta_graph_version=info.get("meta_graph_version", ""),
-            tags=list(info.get("tags", [])),
-            stripped_default_attrs=info.get("stripped_default_attrs", False),
-            stripped_ops=[op.get("name", "") for op in info.get("stripped_op_list", {}).get("op", [])],
-            signatures={
-                k: TFSignature(
-                    v.get("method_name", ""),
-                    {n: _tensor_info(t) for n, t in v.get("inputs", {}).items()},
-                    {n: _tensor_info(t) for n, t in v.get("outputs", {}).items()},
-                )
-                for k, v in d.get("signature_def", {}).items()
-            },
-            source=source,
-        )
 
-    return _guard(source, "TensorFlow MetaGraphDef", build)
+def _meta_graph(d: dict[str, Any], source: str) -> MetaGraph:
+    if "graph_def" not in d and "meta_info_def" not in d:
+        raise _WireError("no graph_def and no meta_info_def (is this a MetaGraphDef?)")
+    info = d.get("meta_info_def", {})
+    saver = d.get("saver_def")
+    objects = d.get("object_graph_def")
+    return MetaGraph(
+        graph=_graph(d.get("graph_def", {})),
+        collections={k: _collection(k, v) for k, v in d.get("collection_def", {}).items()},
+        saver=TFSaverDef(**saver) if saver is not None else None,
+        tf_version=info.get("tensorflow_version", ""),
+        tf_git_version=info.get("tensorflow_git_version", ""),
+        meta_graph_version=info.get("meta_graph_version", ""),
+        tags=list(info.get("tags", [])),
+        stripped_default_attrs=info.get("stripped_default_attrs", False),
+        stripped_ops=[op.get("name", "") for op in info.get("stripped_op_list", {}).get("op", [])],
+        signatures={
+            k: TFSignature(
+                v.get("method_name", ""),
+                {n: _tensor_info(t) for n, t in v.get("inputs", {}).items()},
+                {n: _tensor_info(t) for n, t in v.get("outputs", {}).items()},
+            )
+            for k, v in d.get("signature_def", {}).items()
+        },
+        source=source,
+        object_graph=None if objects is None else _object_graph(objects),
+    )
 
 
 def read_meta_graph(path: str | Path) -> MetaGraph:
@@ -1071,7 +861,7 @@ def parse_graph_def(data: bytes, source: str = "<bytes>") -> TFGraph:
     """Decode a serialized ``GraphDef`` (a frozen ``.pb`` graph)."""
 
     def build() -> TFGraph:
-        d = _decode(data, 0, len(data), GRAPH_DEF)
+        d = _parse("GraphDef", data)
         if data and not d.get("node") and "versions" not in d:
             raise _WireError("no nodes (is this a GraphDef?)")
         return _graph(d)
@@ -1086,14 +876,14 @@ def read_graph_def(path: str | Path) -> TFGraph:
 
 def parse_tensor_proto(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Decode a serialized ``TensorProto`` to numpy (TF's fill rule applies to the ``*_val`` fields)."""
-    return _guard(source, "TensorProto", lambda: _tensor(_decode(data, 0, len(data), TENSOR), source))
+    return _guard(source, "TensorProto", lambda: _tensor(_parse("TensorProto", data), source))
 
 
 def parse_bundle_header(data: bytes, source: str = "<bytes>") -> BundleHeader:
     """Decode the ``BundleHeaderProto`` stored under the empty key of a checkpoint ``.index``."""
 
     def build() -> BundleHeader:
-        d = _decode(data, 0, len(data), BUNDLE_HEADER)
+        d = _parse("BundleHeaderProto", data)
         version = d.get("version", {})
         if d.get("endianness", 0) not in (0, 1):
             raise _WireError(f"unknown endianness {d['endianness']}")
@@ -1112,7 +902,7 @@ def parse_bundle_entry(data: bytes, source: str = "<bytes>", key: str = "") -> B
     what = f"entry of tensor {key!r}"
 
     def build() -> BundleEntry:
-        d = _decode(data, 0, len(data), BUNDLE_ENTRY)
+        d = _parse("BundleEntryProto", data)
         slices = [
             [(e.get("start", 0), e["length"] if "length" in e else None) for e in s.get("extent", [])]
             for s in d.get("slices", [])
@@ -1128,3 +918,42 @@ def parse_bundle_entry(data: bytes, source: str = "<bytes>", key: str = "") -> B
         )
 
     return _guard(source, what, build)
+
+
+def parse_saved_model(data: bytes, source: str = "<bytes>") -> list[MetaGraph]:
+    """Decode a ``saved_model.pb`` (a ``SavedModel`` message): its meta graphs, with their object graphs."""
+
+    def build() -> list[MetaGraph]:
+        graphs = _parse("SavedModel", data).get("meta_graphs", [])
+        if not graphs:
+            raise _WireError("no meta graph (is this a saved_model.pb?)")
+        return [_meta_graph(g, source) for g in graphs]
+
+    return _guard(source, "TensorFlow SavedModel", build)
+
+
+def read_saved_model(path: str | Path) -> list[MetaGraph]:
+    """Read a ``saved_model.pb`` file without TensorFlow."""
+    return parse_saved_model(_read(path, "SavedModel"), str(path))
+
+
+def parse_trackable_object_graph(data: bytes, source: str = "<bytes>") -> list[TFTrackable]:
+    """Decode a TF2 checkpoint's ``_CHECKPOINTABLE_OBJECT_GRAPH`` (a ``TrackableObjectGraph``)."""
+
+    def build() -> list[TFTrackable]:
+        d = _parse("TrackableObjectGraph", data)
+        nodes = [
+            TFTrackable(
+                _refs(n.get("children", [])),
+                {a.get("name", ""): a.get("checkpoint_key", "") for a in n.get("attributes", [])},
+                [(s.get("original_variable_node_id", 0), s.get("slot_name", ""), s.get("slot_variable_node_id", 0))
+                 for s in n.get("slot_variables", [])],
+            )
+            for n in d.get("nodes", [])
+        ]
+        for i, node in enumerate(nodes):
+            if any(not 0 <= c < len(nodes) for _, c in node.children):
+                raise _WireError(f"object {i} has children outside the {len(nodes)} objects")
+        return nodes
+
+    return _guard(source, "TensorFlow checkpoint object graph", build)

@@ -227,7 +227,7 @@ def test_tensor_fill_rule_and_value_fields() -> None:
         (_tensor(1, (1 << 20, 1 << 20), _packed_floats(5, [1.0])), "exceed"),  # fill rule bomb
         (_tensor(20, (1,)), "resource"),
         (_tensor(1, (1,))[:-1], "not a valid TensorProto"),
-        (b"\x0b", "wire type 3"),
+        (b"\x0b", "protobuf data is malformed"),  # a group start with no end
     ],
 )
 def test_bad_tensor_protos(data: bytes, message: str) -> None:
@@ -301,7 +301,7 @@ def test_deeply_nested_attrs_are_refused() -> None:
     value = _vint(3, 1)
     for _ in range(200):
         value = _len(10, _len(1, b"f") + _len(2, _len(1, b"k") + _len(2, value)))
-    with pytest.raises(FileFormatError, match="nested too deeply"):
+    with pytest.raises(FileFormatError, match="deep.pb: not a valid TensorFlow GraphDef"):
         parse_graph_def(_len(1, _attr_node("n", {"deep": value})), "deep.pb")
 
 

@@ -1,0 +1,102 @@
+"""Rewrite the README's coverage tables from the converters' registries.
+
+Each table sits between ``<!-- coverage:NAME:begin -->`` and ``<!-- coverage:NAME:end -->`` markers in
+``README.md`` and is produced by one function in ``TABLES``; add a table by adding a marker pair and an
+entry. ``python benchmarks/coverage_tables.py`` rewrites them; ``--check`` exits 1 when one is stale
+(a test runs the check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def _grid(names: list[str], columns: int = 6) -> str:
+    rows = [names[i:i + columns] for i in range(0, len(names), columns)]
+    lines = ["| " + " | ".join([""] * columns) + " |", "|" + " --- |" * columns]
+    lines += ["| " + " | ".join([f"`{n}`" for n in row] + [""] * (columns - len(row))) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def tf_ops_table() -> str:
+    """The TF op types a TF1 meta graph may hold (``converters.tf_ops.supported_ops``)."""
+    sys.path.insert(0, str(ROOT))
+    from converters.tf_ops import supported_ops
+
+    ops = supported_ops()
+    return f"{len(ops)} op types.\n\n{_grid(ops)}"
+
+
+def keras_layers_table() -> str:
+    """The Keras layer classes ``load_keras`` rebuilds, by family (``converters.keras_import.supported_layers``)."""
+    sys.path.insert(0, str(ROOT))
+    from converters.keras_import import supported_layers
+
+    table = supported_layers()
+    families: dict[str, list[str]] = {}
+    for cls, family in table.items():
+        families.setdefault(family, []).append(cls)
+    lines = ["| family (`converters/keras_layers/`) | layer classes |", "| --- | --- |"]
+    for family, classes in sorted(families.items()):
+        lines.append(f"| `{family}` | {', '.join(f'`{c}`' for c in classes)} |")
+    head = f"{len(table)} layer classes, plus `InputLayer` and nested `Sequential`/functional models."
+    return head + "\n\n" + "\n".join(lines)
+
+
+def torch_aten_table() -> str:
+    """The ATen op families ``graphdnn.from_torch`` translates (``converters.torch_export.coverage``)."""
+    sys.path.insert(0, str(ROOT))
+    from converters.torch_export import coverage
+
+    families = [name for name, _ in coverage()]
+    return f"{len(families)} ATen op families (every overload of each).\n\n{_grid(families, 5)}"
+
+
+TABLES: dict[str, Callable[[], str]] = {"tf-ops": tf_ops_table, "keras-layers": keras_layers_table,
+                                        "torch-aten": torch_aten_table}
+
+
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- coverage:{re.escape(name)}:begin -->).*?(<!-- coverage:{re.escape(name)}:end -->)", re.S)
+
+
+def rewrite(text: str, names: list[str] | None = None) -> str:
+    """``text`` (the README) with the named tables (default: all) regenerated."""
+    for name in names or list(TABLES):
+        pattern = _block(name)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no <!-- coverage:{name}:begin/end --> markers")
+        body = TABLES[name]()
+        text = pattern.sub(lambda m, body=body: f"{m.group(1)}\n{body}\n{m.group(2)}", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a table is not current")
+    parser.add_argument("tables", nargs="*", help=f"tables to rewrite (default: all of {', '.join(TABLES)})")
+    args = parser.parse_args(argv)
+    unknown = [t for t in args.tables if t not in TABLES]
+    if unknown:
+        parser.error(f"unknown table(s) {unknown}; known: {list(TABLES)}")
+    old = README.read_text(encoding="utf-8")
+    new = rewrite(old, args.tables or None)
+    if args.check:
+        if new != old:
+            print("README.md coverage tables are stale: run python benchmarks/coverage_tables.py")
+            return 1
+        return 0
+    if new != old:
+        README.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
