@@ -22,14 +22,14 @@ The mapping is close to identity, because graphdnn's op vocabulary is the ONNX o
 ``metadata_props`` carries ``graphdnn.version`` and ``graphdnn.name_map`` (JSON: graphdnn tensor
 name -> ONNX value name, for every tensor whose two names differ). The model passes
 ``onnx.checker.check_model(full_check=True)``. Models whose initializers exceed 2 GB are saved with
-external data (one ``<file>.data`` beside the model).
+external data (one ``<file>.<generation>.data`` beside the model, a new name on each export).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from converters.onnx_gemm import METADATA_KEY as FUSED_KEY
 from converters.onnx_gemm import gemm_node, gemm_pairs
 from converters.onnx_tensors import torch_to_proto
 from converters.onnx_types import type_proto, type_string, unsupported_type
-from graphdnn.atomic import atomic_write
+from graphdnn import atomic
 from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
 from graphdnn.dtypes import is_container_type, onnx_code
@@ -84,6 +84,7 @@ def export_onnx(
         model = build_model(obj, inputs, outputs, opset, fuse_gemm)
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
     use_external = big if external_data is None else bool(external_data)
+    _require_ranks(model, path)
     if path is None:
         if use_external:
             raise GraphError("external data needs a path to write the weights beside the model")
@@ -91,6 +92,21 @@ def export_onnx(
         return model
     _save(model, Path(path), use_external)
     return model
+
+
+def _require_ranks(model: onnx.ModelProto, path: str | os.PathLike[str] | None) -> None:
+    """An ONNX model must declare the rank of each tensor input and output; a tensor of unknown rank (a
+    TF1 ``tf.placeholder(..., shape=None)``) is an error that says what to do, not a checker message."""
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if vi.type.WhichOneof("value") == "tensor_type" and not vi.type.tensor_type.HasField("shape"):
+                where = f"{path}: " if path is not None else ""
+                fix = ("give the placeholder a shape where the graph is built (e.g. shape=(None,)), or export only "
+                       "outputs that do not need it (export_onnx(..., outputs=[...]); graphdnn convert --output NAME)"
+                       if kind == "input" else "export other outputs (export_onnx(..., outputs=[...]); graphdnn "
+                       "convert --output NAME), or give the graph's placeholders shapes so it can be inferred")
+                raise GraphError(f"{where}cannot export to ONNX: {kind} {vi.name!r} has an unknown rank, which an "
+                                 f"ONNX model cannot declare; {fix}")
 
 
 def _resolve(obj: Any, inputs: Any, outputs: Any) -> tuple[Graph, list[str], list[str]]:
@@ -107,7 +123,9 @@ def _resolve(obj: Any, inputs: Any, outputs: Any) -> tuple[Graph, list[str], lis
     out_refs = [graph.get_tensor(t).name for t in outputs] if outputs is not None else default_outputs(graph)
     if not out_refs:
         raise GraphError(f"graph {graph.name!r} has no outputs to export; pass outputs=[...]")
-    if inputs is None:
+    if inputs is None and graph.signature is not None and out_refs == graph.signature["outputs"]:
+        in_refs = list(graph.signature["inputs"])  # a model's declared inputs, unused ones included
+    elif inputs is None:
         fed = [op.output() for op in graph.placeholders()]
         needed = {op.name for op in needed_ops(graph, fed, out_refs)}
         reads = {r for name in needed for r in graph.get_operation(name).inputs} | set(out_refs)
@@ -174,7 +192,7 @@ def _attribute(name: str, value: Any, kind: int | None, where: str) -> Attribute
         else:
             return helper.make_attribute(name, value)
     attr = AttributeProto()
-    attr.name, attr.type = name, kind
+    attr.name, attr.type = name, int(kind)  # older onnx gives schema kinds as an enum, not an int
     try:
         if kind == AttributeProto.FLOAT:
             attr.f = float(value)
@@ -353,7 +371,8 @@ def _fill_unknown_output_types(model: onnx.ModelProto) -> None:
     tensor without element type) gets the inferred type, which may be a sequence or optional one;
     unknown dims take the symbolic names inference carries through from the inputs (``batch``)."""
     missing = {o.name for o in model.graph.output
-               if o.type.WhichOneof("value") == "tensor_type" and o.type.tensor_type.elem_type == TensorProto.UNDEFINED}
+               if o.type.WhichOneof("value") == "tensor_type" and (o.type.tensor_type.elem_type == TensorProto.UNDEFINED
+                                                                  or not o.type.tensor_type.HasField("shape"))}
     open_dims = [o for o in model.graph.output if o.type.WhichOneof("value") == "tensor_type"
                  and any(not d.HasField("dim_value") and not d.HasField("dim_param")
                          for d in o.type.tensor_type.shape.dim)]
@@ -426,19 +445,74 @@ def _check(model: onnx.ModelProto | str, where: str | None) -> None:
 
 
 def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:
-    """Write atomically: into a temporary file (and data file) beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically and safely beside concurrent writers: the ``.onnx`` file is the only commit
+    point, renamed into place last; external data goes to a new ``<file>.<generation>.data`` that no
+    committed model names, so a killed export leaves the previous model with its own weights. Data
+    files that the committed model does not name and no live writer holds are removed afterwards."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
     if not external:
         _check(model, None)
-        atomic_write(path, lambda f: f.write(model.SerializeToString()), fsync=True)
-        return
-    data_name = f"{path.name}.data"
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmpdir:
-        tmp_model = Path(tmpdir) / path.name
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        onnx.save_model(copy, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        _check(str(tmp_model), str(path))
-        os.replace(Path(tmpdir) / data_name, path.parent / data_name)
-        os.replace(tmp_model, path)
+        atomic.atomic_write(path, lambda f: f.write(model.SerializeToString()), fsync=True)
+    else:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        while True:
+            data_name = f"{path.name}.{atomic.new_generation()}.data"
+            try:
+                data = atomic.create_locked(folder / data_name)
+                break
+            except FileExistsError:
+                continue
+        tmp: Path | None = None
+        committed = False
+        try:
+            with data:
+                tmp_file, tmp = atomic.create_temp(folder, path.name)
+                with tmp_file:
+                    copy = onnx.ModelProto()
+                    copy.CopyFrom(model)
+                    onnx.save_model(copy, str(tmp), format="protobuf", save_as_external_data=True,
+                                    all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+                    _check(str(tmp), str(path))
+                    os.fsync(data.fileno())
+                    os.fsync(tmp_file.fileno())
+                    os.chmod(tmp, mode)
+                    os.replace(tmp, path)  # the commit point, while both files are still locked
+                    committed = True
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            if not committed:
+                (folder / data_name).unlink(missing_ok=True)
+            raise
+        atomic.fsync_folder(folder)
+    name = re.escape(path.name)
+    atomic.collect_garbage(folder, rf"{name}\.(?:{atomic.GENERATION}\.)?data|{atomic.temp_pattern(path.name)}",
+                    lambda: _external_locations(path))
+
+
+def _external_locations(path: Path) -> set[str] | None:
+    """The external-data files that the ONNX model at ``path`` names (None when it cannot be read)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    found: set[str] = set()
+
+    def tensors(graph: onnx.GraphProto) -> Any:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in graph.node:
+            for attr in node.attribute:
+                yield from ([attr.t] if attr.HasField("t") else [])
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from tensors(sub)
+
+    for t in tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL:
+            found.update(os.path.normpath(e.value) for e in t.external_data if e.key == "location")
+    return found

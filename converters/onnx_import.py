@@ -2,11 +2,21 @@
 
 Mapping (the reverse of ``converters.onnx_export``):
 
-* an **initializer** ``conv1/W`` becomes the variable ``conv1/W`` (tensor ``conv1/W:0``). Float
-  initializers are trainable under the default policy (``trainable="float"``), except the mean and
-  variance inputs of ``BatchNormalization``, which are state (buffers); integer and boolean ones are
-  non-trainable constants (shapes, axes). A variable is created where its initializer is first read;
+* an **initializer** ``conv1/W`` becomes the variable ``conv1/W`` (tensor ``conv1/W:0``). Whether it
+  trains is decided by how the model uses it (``trainable="auto"``, the default; ``role``): the
+  weights of Conv/ConvTranspose/Gemm/MatMul, of normalization ops (scale, bias), of embedding
+  ``Gather`` and of LSTM/GRU/RNN (W, R, B, peepholes), and a bias added to a MatMul/Gemm/Conv
+  output, are trainable; the mean and variance inputs of ``BatchNormalization`` are state (buffers); exponents
+  (``Pow``), fill values (``Where``, ``ConstantOfShape``, ``Pad``, ``Clip`` bounds), masks, axes,
+  shapes, scalars, values beyond +-1e30 and integer or boolean tensors are constants. A float tensor
+  used otherwise (a positional embedding added to the input, a layer scale) trains when it has more
+  than one element. ``graph.meta["import_summary"]`` counts what was decided (``graphdnn inspect``
+  prints it). The TorchScript exporter writes a parameter equal to an earlier one as
+  ``Identity(<earlier>)``; such a copy becomes a variable of its own, named after the Identity's
+  output, as in the original module. A variable is created where its initializer is first read;
   initializers that no node reads (or only a folded ``ConstantOfShape``) are dropped.
+* the model's declared inputs and outputs (in order) become the graph's ``signature``, the default
+  of ``graphdnn.compile``, ``export_onnx`` and the CLI (``Graph.signature``).
 * a **graph input** that is not an initializer becomes a placeholder; ``dim_param`` and missing
   dims become ``None`` (dynamic). A sequence or optional input (or any such value) has no shape and
   a type string as its dtype (``seq(float32)``, ``optional(seq(int32[4]))``, see
@@ -31,6 +41,7 @@ Before any work, the model is checked: a file that is not ONNX, an opset outside
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -43,12 +54,13 @@ from onnx import TensorProto
 
 from converters.onnx_attrs import node_attributes, tensor_to_attr_dict
 from converters.onnx_gemm import split_fused
-from converters.onnx_tensors import proto_to_torch
+from converters.onnx_names import recover_names
+from converters.onnx_tensors import ExternalDataMissing, has_external_data, load_external_data, proto_to_torch
 from converters.onnx_types import type_string, unsupported_type
-from graphdnn import shapes
+from graphdnn import budget, shapes
 from graphdnn.bulk import paused_gc
-from graphdnn.dtypes import dtype_name
-from graphdnn.errors import FileFormatError, GraphDNNError, UnknownOpError
+from graphdnn.dtypes import dtype_name, torch_dtype
+from graphdnn.errors import FileFormatError, GraphDNNError, ResourceLimitError, UnknownOpError, reading_file
 from graphdnn.graph import Graph, ValueInfo
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
@@ -56,38 +68,99 @@ from graphdnn.ops.static import tensor_from_attr
 from graphdnn.small_dtypes import is_small
 from graphdnn.subgraphs import CAPTURES_KEY, set_signature
 
-__all__ = ["CONSTANT_LIMIT", "TrainablePolicy", "load_onnx"]
+__all__ = ["CONSTANT_LIMIT", "TrainablePolicy", "import_summary", "load_onnx", "role", "tensor_uses"]
 
-#: A policy deciding which float weights train: "float" (all, the default), "none", a regex
-#: matched (``re.search``) against the weight's name, or ``callable(name, tensor) -> bool``.
-TrainablePolicy = str | Callable[[str, torch.Tensor], bool]
+#: A policy deciding which float weights train: "auto" (by use, the default), "float" (every float
+#: tensor but batch-norm statistics), "none", a regex matched (``re.search``) against the weight's
+#: name, or ``callable(name, tensor) -> bool | None`` (None: as "auto" decides).
+TrainablePolicy = str | Callable[[str, torch.Tensor], "bool | None"]
 #: Constant nodes with more elements than this become non-trainable variables instead of literals.
 CONSTANT_LIMIT = 4096
 _BN_STATE_INPUTS = (3, 4)  # BatchNormalization's mean and var
+logger = logging.getLogger(__name__)
+#: Inputs that are weights: (op type -> input positions), in the ai.onnx domain.
+WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1), "Einsum": (0, 1),
+    "BatchNormalization": (1, 2), "LayerNormalization": (1, 2), "InstanceNormalization": (1, 2),
+    "GroupNormalization": (1, 2), "RMSNormalization": (1,), "Gather": (0,), "PRelu": (1,),
+    "LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3),
+}
+#: Inputs that are state updated by the op itself.
+STATE_INPUTS: dict[str, tuple[int, ...]] = {"BatchNormalization": _BN_STATE_INPUTS}
+#: Inputs that are never learned: exponents, fill values, bounds, ratios, initial states.
+CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Pow": (1,), "Where": (0, 1, 2), "ConstantOfShape": (0,), "Clip": (1, 2), "Pad": (1, 2, 3), "Dropout": (1, 2),
+    "Resize": (1, 2, 3), "Upsample": (1,), "Range": (0, 1, 2), "Trilu": (1,), "LSTM": (4, 5, 6),
+    "GRU": (4, 5), "RNN": (4, 5), "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4),
+}
+#: Ops that pass a tensor on unchanged in value (layout, dtype, view): a weight read through them is a weight.
+PASS_THROUGH = {"Identity", "Cast", "CastLike", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                "Expand", "Slice", "Split", "Concat", "Tile"}
+#: Ops whose output a bias is added to.
+LINEAR_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"}
+#: Values at least this large (or not finite) are fill values (masks' -3.4e38), never weights.
+FILL_MAGNITUDE = 1e30
+_FLOAT_CODES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
 
-def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, trainable: TrainablePolicy = "float",
-              *, name: str | None = None) -> Graph:
-    """Import an ONNX model (a path, serialized bytes or a ``ModelProto``) as a graph."""
-    model, source = _read(path_or_model)
-    with paused_gc():
-        return _Importer(split_fused(model), source, _policy(trainable), name).run()
+def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, trainable: TrainablePolicy = "auto",
+              *, name: str | None = None, external_data_dir: str | os.PathLike[str] | None = None,
+              max_bytes: int | None = None) -> Graph:
+    """Import an ONNX model (a path, serialized bytes or a ``ModelProto``) as a graph.
+
+    Tensors stored as external data are read only from inside the model file's folder (relative paths,
+    no ``..``, no symbolic link out; ``converters.onnx_tensors.load_external_data``).
+    ``external_data_dir`` names another folder to resolve them in instead (and confines them there); it is
+    needed for a model given as bytes or as a ``ModelProto`` whose external data is not loaded yet.
+
+    What the model makes graphdnn allocate (folded constants, densified sparse tensors...) is charged to
+    a memory budget of 16 x the model's bytes (external data included) + 256 MiB, or ``max_bytes``;
+    going over raises ``ResourceLimitError`` (see ``graphdnn.budget``)."""
+    policy = _policy(trainable)
+    path = path_or_model if isinstance(path_or_model, (str, os.PathLike)) else None
+    with budget.load_scope(path, max_bytes=max_bytes) as scope, reading_file(path, "ONNX model"):
+        model, source = _read(path_or_model, external_data_dir)
+        scope.add_source(max(0, model.ByteSize() - (os.path.getsize(path) if path is not None else 0)))
+        with paused_gc():
+            graph = _Importer(split_fused(model), source, policy, name).run()
+        budget.remember(graph, scope)
+        return graph
 
 
 # ------------------------------------------------------------------------------------------------
 # Reading and validating
 # ------------------------------------------------------------------------------------------------
-def _read(obj: Any) -> tuple[onnx.ModelProto, str]:
+def _read(obj: Any, external_data_dir: str | os.PathLike[str] | None = None) -> tuple[onnx.ModelProto, str]:
     if isinstance(obj, onnx.ModelProto):
+        if has_external_data(obj):  # read into a copy: the caller's model is left as it is
+            obj = obj.__deepcopy__()
+            load_external_data(obj, external_data_dir, "<ModelProto>")
         return obj, "<ModelProto>"
     if isinstance(obj, (bytes, bytearray)):
-        data, source, base = bytes(obj), "<bytes>", None
-    else:
-        path = Path(obj)
-        source = str(path)
-        if not path.is_file():
-            raise FileFormatError(f"{source}: no such ONNX file")
-        data, base = path.read_bytes(), path.parent
+        return _parse(bytes(obj), "<bytes>", None, external_data_dir)
+    path = Path(obj)
+    for attempt in range(3):  # a concurrent export may replace the model and remove the data files it read
+        before = _identity(path)
+        if before is None or not path.is_file():
+            raise FileFormatError(f"{path}: no such ONNX file")
+        try:
+            return _parse(path.read_bytes(), str(path), path.parent, external_data_dir)
+        except ExternalDataMissing:
+            if attempt == 2 or _identity(path) in (before, None):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def _parse(data: bytes, source: str, base: Path | None,
+           external_data_dir: str | os.PathLike[str] | None) -> tuple[onnx.ModelProto, str]:
     if not data:
         raise FileFormatError(f"{source}: the file is empty; it is not an ONNX model")
     model = onnx.ModelProto()
@@ -102,11 +175,7 @@ def _read(obj: Any) -> tuple[onnx.ModelProto, str]:
         raise FileFormatError(
             f"{source}: not an ONNX model (no graph, IR version or opset import); the file is truncated or is "
             "not ONNX, re-export or re-download it")
-    if base is not None and any(_is_external(t) for t in model.graph.initializer):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(base))
-        except Exception as exc:
-            raise FileFormatError(f"{source}: cannot read the external weight data beside the model: {exc}") from exc
+    load_external_data(model, base if external_data_dir is None else external_data_dir, source)
     return model, source
 
 
@@ -140,21 +209,37 @@ def _check_text(model: onnx.ModelProto, source: str) -> None:
         bad("metadata value", p.value)
 
 
-def _is_external(t: TensorProto) -> bool:
-    return t.data_location == TensorProto.EXTERNAL
-
-
-def _policy(trainable: TrainablePolicy) -> Callable[[str, torch.Tensor], bool]:
+def _policy(trainable: TrainablePolicy) -> Callable[[str, torch.Tensor], bool | None]:
+    """``policy(name, value)``: whether the float tensor trains; None leaves it to the use-based roles."""
     if callable(trainable):
         return trainable
+    if trainable == "auto":
+        return lambda name, value: None
     if trainable == "float":
         return lambda name, value: True
     if trainable == "none":
         return lambda name, value: False
     if isinstance(trainable, str):
-        rx = re.compile(trainable)
+        try:
+            rx = re.compile(trainable)
+        except re.error as exc:
+            raise GraphDNNError(f"trainable={trainable!r} is not a valid regex ({exc}); pass 'auto', 'float', "
+                                "'none', a regex or a callable") from None
         return lambda name, value: rx.search(name) is not None
-    raise GraphDNNError(f"trainable must be 'float', 'none', a regex or a callable, not {trainable!r}")
+    raise GraphDNNError(f"trainable must be 'auto', 'float', 'none', a regex or a callable, not {trainable!r}")
+
+
+def import_summary(graph: Graph) -> dict[str, Any]:
+    """What the trainability policy decided, for ``graph.meta["import_summary"]``: counts of the variables
+    and a line of text (``N trainable tensors, M state, K constants``); state is what batch norm updates."""
+    state = {r for op in graph.operations() if op.type == "BatchNormalization" and not op.domain
+             for r in op.inputs[3:5] if r}
+    counts = {"trainable": 0, "state": 0, "constant": 0}
+    for v in graph.variables():
+        counts["trainable" if v.attrs["trainable"] else "state" if v.output() in state else "constant"] += 1
+    text = f"{counts['trainable']} trainable tensors, {counts['state']} state, {counts['constant']} constants"
+    return {"trainable": counts["trainable"], "state": counts["state"], "constants": counts["constant"],
+            "text": text}
 
 
 def _domain(domain: str) -> str:
@@ -207,6 +292,88 @@ def _unsupported_message(source: str, bad: dict[str, list[str]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# Trainability: from how each constant tensor is used
+# ------------------------------------------------------------------------------------------------
+def tensor_uses(graph: onnx.GraphProto, sources: set[str]) -> dict[str, set[str]]:
+    """For each value in ``sources`` (initializers and other import-time constants): how the graph
+    uses it, followed through ``PASS_THROUGH`` ops: ``weight`` (a weight input), ``bias`` (added to the
+    output of a ``LINEAR_OPS`` op that reads a constant), ``state``, ``constant`` or ``other``."""
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    producer: dict[str, onnx.NodeProto] = {}
+    derived: set[str] = set(sources)  # values computed from constants only through PASS_THROUGH ops
+    for node in graph.node:
+        for i, v in enumerate(node.input):
+            if v:
+                consumers.setdefault(v, []).append((node, i))
+        for v in _read_in_bodies(node):  # an outer value a control-flow body reads: a use of no known kind
+            consumers.setdefault(v, []).append((node, -1))
+        for v in node.output:
+            producer[v] = node
+        if (not _domain(node.domain) and node.op_type in PASS_THROUGH and node.input and node.input[0] in derived
+                and not _is_copy(node, sources)):
+            derived.update(v for v in node.output if v)
+
+    def linear_with_weight(value: str) -> bool:
+        node = producer.get(value)
+        return (node is not None and not _domain(node.domain) and node.op_type in LINEAR_OPS
+                and any(v in derived for v in node.input))
+
+    uses: dict[str, set[str]] = {}
+    for source in sources:
+        kinds: set[str] = set()
+        stack, seen = [source], {source}
+        while stack:
+            value = stack.pop()
+            for node, slot in consumers.get(value, ()):
+                kind = node.op_type if not _domain(node.domain) else None
+                if kind in STATE_INPUTS and slot in STATE_INPUTS[kind]:
+                    kinds.add("state")
+                elif kind in WEIGHT_INPUTS and slot in WEIGHT_INPUTS[kind]:
+                    kinds.add("weight")
+                elif kind in ("Add", "Sub") and len(node.input) == 2 and linear_with_weight(node.input[1 - slot]):
+                    kinds.add("bias")
+                elif kind in CONSTANT_INPUTS and slot in CONSTANT_INPUTS[kind]:
+                    kinds.add("constant")
+                elif kind in PASS_THROUGH and (slot == 0 or kind == "Concat") and not _is_copy(node, sources):
+                    stack += [v for v in node.output if v and v not in seen]
+                    seen.update(node.output)
+                elif kind != "Shape":  # reading only the shape uses no value
+                    kinds.add("other")
+        uses[source] = kinds
+    return uses
+
+
+def _read_in_bodies(node: onnx.NodeProto) -> set[str]:
+    """Every value name the node's control-flow bodies (and theirs) read."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            for inner in attr.g.node:
+                names.update(v for v in inner.input if v)
+                names |= _read_in_bodies(inner)
+    return names
+
+
+def _is_copy(node: onnx.NodeProto, sources: set[str]) -> bool:
+    """An ``Identity`` of a constant whose output is itself a source: a separate tensor (an exporter's dedupe)."""
+    return node.op_type == "Identity" and not _domain(node.domain) and bool(node.output) and node.output[0] in sources
+
+
+def role(uses: set[str], value: torch.Tensor) -> str:
+    """``trainable``, ``state`` or ``constant`` for a tensor used as ``uses`` (from ``tensor_uses``)."""
+    if not value.is_floating_point() or is_small(value.dtype):  # float4/e8m0 codes do not train
+        return "constant"
+    if "state" in uses:
+        return "state"
+    if "weight" in uses or ("bias" in uses and value.dim()):
+        return "trainable"
+    if "constant" in uses or not uses or value.numel() <= 1:
+        return "constant"
+    low, high = (float(v) for v in torch.aminmax(value))  # NaN compares false: a constant
+    return "trainable" if -FILL_MAGNITUDE < low and high < FILL_MAGNITUDE else "constant"
+
+
+# ------------------------------------------------------------------------------------------------
 # Building the graph
 # ------------------------------------------------------------------------------------------------
 class _Importer:
@@ -223,7 +390,9 @@ class _Importer:
         self.infos: dict[str, onnx.ValueInfoProto] = {}
         self.consts: dict[str, torch.Tensor] = {}  # values known at import (initializers, constants)
         self.inits: dict[str, TensorProto] = {}
-        self.bn_state: set[str] = set()
+        self.uses: dict[str, set[str]] = {}  # (top level) constant value -> how it is used, see tensor_uses
+        self.copies: set[str] = set()  # (top level) outputs of Identity(<float initializer>): variables of their own
+        self.used: set[str] = set()  # values some node (or body) reads, and the graph's outputs
 
     def run(self) -> Graph:
         model, g = self.model, self.g
@@ -237,26 +406,36 @@ class _Importer:
         graph = model.graph
         inits = {t.name: t for t in graph.initializer}
         self._build(graph, _inferred_graph(model), inits)
+        recover_names(model, g)  # source parameter names the torch exporters lost (converters.onnx_names)
         g.meta["onnx"] = {
             "inputs": [self.vmap[vi.name] for vi in graph.input if vi.name not in inits],
             "outputs": [self.vmap[o.name] for o in graph.output],
             "ir_version": int(model.ir_version),
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
         }
+        g.signature = {"inputs": g.meta["onnx"]["inputs"], "outputs": g.meta["onnx"]["outputs"]}
+        g.meta["import_summary"] = import_summary(g)
+        logger.info("%s: %s", self.source, g.meta["import_summary"]["text"])
         return g
 
     def _build(self, graph: onnx.GraphProto, inferred: onnx.GraphProto, inits: dict[str, TensorProto]) -> None:
         self.infos = {vi.name: vi for vi in (*inferred.input, *inferred.value_info, *inferred.output)}
         self.inferred_nodes = list(inferred.node) if len(inferred.node) == len(graph.node) else list(graph.node)
         self.inits = inits
-        self.bn_state = {n.input[i] for n in graph.node if n.op_type == "BatchNormalization" and not _domain(n.domain)
-                         for i in _BN_STATE_INPUTS if i < len(n.input)}
+        self.used = {v for n in graph.node for v in (*n.input, *_read_in_bodies(n)) if v}
+        self.used.update(o.name for o in graph.output)
+        if self.parent is None:
+            plain = [n for n in graph.node if not _domain(n.domain) and n.output]
+            self.copies = {n.output[0] for n in plain if n.op_type == "Identity" and n.input and n.input[0] in inits
+                           and inits[n.input[0]].data_type in _FLOAT_CODES}
+            filled = {n.output[0] for n in plain if n.op_type == "ConstantOfShape"}
+            self.uses = tensor_uses(graph, set(inits) | self.copies | filled)
         for vi in graph.input:
             if vi.name not in inits:
                 self._placeholder(vi)
         for index, node in enumerate(graph.node):
             try:
-                self._node(index, node, self.bn_state)
+                self._node(index, node)
             except GraphDNNError as exc:
                 where = f"node {node.name or index!r} ({node.op_type})"
                 prefix = f"body {graph.name!r}, " if self.parent else f"{self.source}: "
@@ -311,7 +490,7 @@ class _Importer:
             self._bind(value_name, tensor_name(op_name, 0))
             return
         value = proto_to_torch(self.inits[value_name], f"{self.source}: initializer {value_name!r}")
-        self._variable(value_name, value, value_name in self.bn_state)
+        self._variable(value_name, value)
 
     def _available(self, value_name: str) -> bool:
         """Whether ``value_name`` can be read here: defined in this graph, an initializer, or (in a
@@ -374,10 +553,14 @@ class _Importer:
             t.op.meta["onnx_name"] = vi.name
         self._bind(vi.name, t.name)
 
-    def _variable(self, value_name: str, value: torch.Tensor, bn_state: bool, producer: dict | None = None) -> None:
+    def _variable(self, value_name: str, value: torch.Tensor, producer: dict | None = None) -> None:
         op_name = self._free(value_name)
-        floating = value.is_floating_point() and not is_small(value.dtype)  # float4/e8m0 codes do not train
-        train = floating and not bn_state and bool(self.policy(value_name, value))
+        decided = role(self.uses.get(value_name, set()), value)
+        if decided != "state" and value.is_floating_point() and not is_small(value.dtype):
+            choice = self.policy(value_name, value)
+            if choice is not None:
+                decided = "trainable" if choice else "constant"
+        train = decided == "trainable"
         t = self.g.variable(op_name, value=value, trainable=train, scoped=False, copy=False)
         if op_name != value_name:
             t.op.meta["onnx_name"] = value_name
@@ -388,10 +571,16 @@ class _Importer:
             self.consts[value_name] = value
 
     # -- nodes -----------------------------------------------------------------------------
-    def _node(self, index: int, node: onnx.NodeProto, bn_state: set[str]) -> None:
+    def _node(self, index: int, node: onnx.NodeProto) -> None:
         domain = _domain(node.domain)
+        if not domain and node.op_type in ("BatchNormalization", "Dropout"):
+            node = self._mode_free(node)
         attrs = node_attributes(node, skip_graphs=True)
-        if not domain and node.op_type == "ConstantOfShape" and self._fold_constant_of_shape(node, attrs, bn_state):
+        self._check_static_inputs(node, domain)
+        if not domain and node.op_type == "ConstantOfShape" and self._fold_constant_of_shape(node, attrs):
+            return
+        if not domain and node.op_type == "Identity" and node.output and node.output[0] in self.copies:
+            self._copy(node)
             return
         if not domain and node.op_type == "Constant" and self._big_constant(node, attrs):
             return
@@ -416,6 +605,8 @@ class _Importer:
         outputs = [self._info(node.output[i] if i < len(node.output) else "") for i in range(n_out)]
         if any(o.dtype is None for o in outputs):
             outputs = self._meta_infer(op_name, node, domain, inputs, attrs, outputs)
+        if not bodies:
+            self._charge_folded(node, outputs)
         handle = self.g.add_op(node.op_type, inputs, attrs, op_name, domain=domain, outputs=outputs, scoped=False)
         op = handle.op
         if bodies:
@@ -434,7 +625,77 @@ class _Importer:
             except (NotImplementedError, ValueError, TypeError):  # string constants: not foldable here
                 pass
 
-    def _fold_constant_of_shape(self, node: onnx.NodeProto, attrs: dict[str, Any], bn_state: set[str]) -> bool:
+    def _check_static_inputs(self, node: onnx.NodeProto, domain: str) -> None:
+        """Refuse here, rather than inside the compiled model, a node that omits an input its ONNX schema
+        requires, or feeds a constant of rank > 1 where the op reads Python values (shapes, axes, sizes:
+        scalars or 1-D in every ONNX op)."""
+        root = self
+        while root.parent is not None:  # bodies follow the model's opsets
+            root = root.parent
+        if not domain:
+            try:
+                schema = onnx.defs.get_schema(node.op_type, root.g.opset.get("", 1), "")
+            except Exception:  # noqa: BLE001 - no such schema: _unsupported reports unknown ops
+                schema = None
+            if schema is not None:
+                given = len(node.input)
+                for i, formal in enumerate(schema.inputs):
+                    single = formal.option == onnx.defs.OpSchema.FormalParameterOption.Single
+                    if single and (i >= given or not node.input[i]):
+                        raise FileFormatError(f"input {i} ({formal.name!r}) is required by {node.op_type} but "
+                                              "missing; the model is malformed")
+        try:
+            opdef = registry.lookup(node.op_type, domain, root.g.opset.get(domain, root.g.opset.get("", 1)))
+        except UnknownOpError:
+            return
+        for i in opdef.static_inputs:
+            value = self._const(node.input[i]) if i < len(node.input) and node.input[i] else None
+            if value is not None and value.dim() > 1:
+                raise FileFormatError(f"input {i} ({node.input[i]!r}) must be a scalar or a 1-D list of values, "
+                                      f"got a tensor of shape {list(value.shape)}")
+
+    def _mode_free(self, node: onnx.NodeProto) -> onnx.NodeProto:
+        """The node without the training mode an exporter wrote (the mode the model was exported in):
+        a ``BatchNormalization`` whose running-statistic outputs nothing reads keeps only its output, and
+        a ``Dropout`` drops a constant ``training_mode`` input, so ``model.train()``/``eval()`` decides.
+        A ``training_mode`` fed at run time, or running statistics that are read, follow ONNX."""
+        if node.op_type == "BatchNormalization" and len(node.output) > 1 and not any(
+                v in self.used for v in node.output[1:] if v):
+            trimmed = onnx.NodeProto()
+            trimmed.CopyFrom(node)
+            del trimmed.output[1:]
+            return trimmed
+        mode = node.input[2] if node.op_type == "Dropout" and len(node.input) > 2 else ""
+        if mode and self._const(mode) is not None:
+            trimmed = onnx.NodeProto()
+            trimmed.CopyFrom(node)
+            del trimmed.input[2:]
+            return trimmed
+        return node
+
+    def _copy(self, node: onnx.NodeProto) -> None:
+        """``Identity(<initializer>)`` as a variable of its own holding a copy (see the module docstring)."""
+        source = self.inits[node.input[0]]
+        what = f"Identity {node.name!r} (output {node.output[0]!r})"
+        budget.charge_tensor([int(d) for d in source.dims], 8, what)
+        value = proto_to_torch(source, f"{self.source}: initializer {node.input[0]!r}").clone()
+        self._variable(node.output[0], value, {"op_type": "Identity", "name": node.name, "input": node.input[0]})
+
+    def _charge_folded(self, node: onnx.NodeProto, outputs: list[ValueInfo]) -> None:
+        """A node whose inputs are all constants becomes a constant when the graph is compiled: charge its
+        outputs (of known shape) to the load's budget now."""
+        if not any(node.input) or not all(v in self.consts for v in node.input if v):
+            return
+        for value_name, info in zip(node.output, outputs):
+            if info.shape is None or None in info.shape or info.dtype is None:
+                continue
+            try:
+                itemsize = torch_dtype(info.dtype).itemsize
+            except GraphDNNError:  # strings, sequences: no dense size to charge
+                continue
+            budget.charge_tensor(info.shape, itemsize, f"output {value_name!r} (a constant the compiled model folds)")
+
+    def _fold_constant_of_shape(self, node: onnx.NodeProto, attrs: dict[str, Any]) -> bool:
         shape_value = self._const(node.input[0]) if node.input and node.input[0] else None
         if shape_value is None:
             return False
@@ -445,9 +706,11 @@ class _Importer:
             return False
         # ONNX ConstantOfShape (every version): a tensor of ``shape`` filled with ``value`` (default
         # float32 zero).
+        budget.charge_tensor(shape_value.reshape(-1).tolist(), fill.element_size(),
+                             f"output {node.output[0]!r}")
         value = torch.full([int(d) for d in shape_value.tolist()], fill.item(), dtype=fill.dtype)
         producer = {"op_type": "ConstantOfShape", "name": node.name}
-        self._variable(node.output[0], value, node.output[0] in bn_state, producer)
+        self._variable(node.output[0], value, producer)
         return True
 
     def _big_constant(self, node: onnx.NodeProto, attrs: dict[str, Any]) -> bool:
@@ -485,6 +748,8 @@ class _Importer:
         probe = Op(op_name, node.op_type, list(inputs), dict(attrs), [], domain)
         try:
             inferred = shapes.infer(self.g, probe, opdef, len(outputs))
+        except (ResourceLimitError, MemoryError):
+            raise
         except Exception:  # best effort: an unknown shape is fine, the compiled module finds out
             return outputs
         return [o if o.dtype is not None else i for o, i in zip(outputs, inferred)]
@@ -524,6 +789,8 @@ def _inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
     if model.ByteSize() < 1_900_000_000:
         try:
             inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        except MemoryError:  # never a "successful" load that skipped what ran out of memory
+            raise
         except Exception:  # inference is an aid; the meta-tensor fallback covers what it misses
             inferred = model
     return inferred.graph

@@ -6,23 +6,39 @@ parameters (trainable) or buffers (state) in nested submodules that mirror the s
 keys of ``names.state_key`` (``hidden1/kernel`` -> ``hidden1.kernel``); they are the graph's own
 tensors, so modules compiled from one graph share their variables, as TF variables are shared.
 Any tensor can be an input (everything it depends on is skipped) and any tensor an output.
+
+Strings read from a model file are data, never code. What fx writes into the generated source is:
+identifiers derived with ``names.identifier`` (placeholders, node names, body submodules),
+``names.state_key`` paths (their segments are either plain identifiers or percent-escaped text inside
+``getattr(self, "...")``), attribute keywords that pass ``names.is_identifier`` *and* are parameters of
+the op's lowering (checked here, at compile time, with a ``GraphError`` naming the op and the
+attribute otherwise), and attribute values that are small plain data of built-in types, whose
+``repr`` reads back as the same value. Any other value (a tensor, a numpy scalar, a long list or
+string) is passed by reference: it becomes an attribute of the module, read with ``self._attr<N>``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import keyword
 import operator
+import os
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx as fx
 
+from graphdnn import budget, fusion
 from graphdnn.bulk import paused_gc
-from graphdnn.errors import GraphError
+from graphdnn.errors import GraphDNNError, GraphError, InputError, UninitializedError
 from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
-from graphdnn.names import identifier, split_tensor_name, state_key, tensor_name
+from graphdnn.names import identifier, is_identifier, split_tensor_name, state_key, tensor_name
 from graphdnn.ops.registry import OpDef, lookup
-from graphdnn.shapes import constant_value
+from graphdnn.shapes import constant_value, fold_bytes
 from graphdnn.small_dtypes import decode
 from graphdnn.subgraphs import captures, compile_body, has_subgraphs, subgraph_attrs
 
@@ -34,8 +50,12 @@ def _ref(graph: Graph, t: TensorRef) -> str:
 
 
 def default_outputs(graph: Graph) -> list[str]:
-    """Outputs of ops nothing consumes (variables, placeholders, constants and regularization
-    losses excluded): what a model built in the graph computes."""
+    """The declared outputs (``graph.signature``, an imported model's own, in order) when the graph has
+    them; else the outputs of ops nothing consumes (variables, placeholders, constants and
+    regularization losses excluded): what a model built in the graph computes."""
+    declared = graph.signature
+    if declared is not None:
+        return list(declared["outputs"])
     skip = set(graph.get_collection(REGULARIZATION_LOSSES))
     outs = []
     for op in graph.operations():
@@ -43,6 +63,17 @@ def default_outputs(graph: Graph) -> list[str]:
             continue
         outs += [op.output(i) for i in range(len(op.outputs)) if op.output(i) not in skip]
     return outs
+
+
+def default_inputs(graph: Graph, outputs: Sequence[str]) -> list[str]:
+    """The declared inputs (``graph.signature``, in order) when ``outputs`` are the declared outputs;
+    else the placeholders that ``outputs`` need, in creation order."""
+    declared = graph.signature
+    if declared is not None and list(outputs) == declared["outputs"]:
+        return list(declared["inputs"])
+    needed = needed_ops(graph, [op.output() for op in graph.placeholders()], outputs)
+    needed_names = {graph.get_operation(r).name for r in outputs} | {o.name for o in needed}
+    return [op.output() for op in graph.placeholders() if _feeds(graph, op, needed_names)]
 
 
 def needed_ops(graph: Graph, inputs: Sequence[str], outputs: Sequence[str]) -> list[Op]:
@@ -69,12 +100,168 @@ def needed_ops(graph: Graph, inputs: Sequence[str], outputs: Sequence[str]) -> l
 
 class CompiledGraph(fx.GraphModule):
     """A module compiled from a graph: ``forward(*inputs)`` returns the outputs (one tensor or a
-    tuple, in order). ``source_graph``, ``input_names`` and ``output_names`` say what it computes."""
+    tuple, in order). ``source_graph``, ``input_names`` and ``output_names`` say what it computes.
+
+    Calling it checks the feeds first (``check_inputs``, default True; set it False on a module or on the
+    class to skip): each input's rank, known dimensions and kind of dtype against its tensor in the graph,
+    with an ``InputError`` naming the input (skipped while ``torch.compile`` traces). Numpy arrays are
+    accepted (converted, floating ones to the module's floating dtype, moved to its device), and inputs may
+    be given by name: ``model(X=a)``, ``model(**{"X:0": a})``.
+    ``torch.save(model)`` pickles the graph (as JSON) and the variables; ``torch.load(path,
+    weights_only=False)`` recompiles it."""
 
     source_graph: Graph
     input_names: list[str]
     output_names: list[str]
     variable_names: list[str]
+    check_inputs: bool = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args, kwargs = self._bind(args, kwargs)
+        if self.check_inputs and not torch.compiler.is_compiling():
+            args = self._checked(args)
+        return super().__call__(*args, **kwargs)
+
+    def _bind(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """Positional inputs from feeds named by tensor (``X:0``), op (``X``) or argument (``x``) name."""
+        index = self.__dict__.get("_feed_index")
+        if index is None:
+            params = [n.target for n in self.graph.nodes if n.op == "placeholder"]
+            index = {}
+            for i, ref in enumerate(self.input_names):
+                for key in (ref, split_tensor_name(ref)[0], params[i] if i < len(params) else ref):
+                    index.setdefault(key, i)
+            self.__dict__["_feed_index"] = index
+        feeds = list(args) + [_UNSET] * (len(self.input_names) - len(args))
+        for key, value in kwargs.items():
+            i = index.get(key)
+            if i is None:
+                from graphdnn.suggest import did_you_mean
+
+                raise InputError(f"{key!r} is not an input of this module (inputs: {self.input_names})"
+                                 f"{did_you_mean(key, index)}")
+            if i < len(feeds) and feeds[i] is not _UNSET:
+                raise InputError(f"input {self.input_names[i]!r} is fed twice")
+            feeds[i] = value
+        missing = [self.input_names[i] for i, v in enumerate(feeds) if v is _UNSET]
+        if missing:
+            raise InputError(f"no value fed for input(s) {missing}; this module takes {self.input_names}")
+        return tuple(feeds), {}
+
+    def _checked(self, args: tuple) -> tuple:
+        specs = self.__dict__.get("_input_specs")
+        if specs is None:
+            specs = self.__dict__["_input_specs"] = _input_specs(self.source_graph, self.input_names)
+        if len(args) != len(specs):
+            raise InputError(f"this module takes {len(specs)} input(s) {self.input_names}, got {len(args)}")
+        converted = None
+        for i, value in enumerate(args):
+            name, rank, fixed, dtype, floating = specs[i]
+            if not isinstance(value, torch.Tensor):
+                if not isinstance(value, (np.ndarray, np.generic)) or value.dtype.kind in "OUSV":
+                    continue  # a Python number, a traced proxy, strings: left to the lowering
+                value = self._from_numpy(value, dtype, name)
+                converted = list(args) if converted is None else converted
+                converted[i] = value
+            if rank is not None:
+                shape = value.shape
+                if len(shape) != rank:
+                    raise InputError(f"input {name!r} expects shape {_show_shape(specs[i])}, got {list(shape)}")
+                for axis, size in fixed:
+                    if shape[axis] != size:
+                        raise InputError(f"input {name!r} expects shape {_show_shape(specs[i])}, got {list(shape)}")
+            if floating is not None and value.is_floating_point() is not floating:
+                raise InputError(f"input {name!r} expects {str(dtype).replace('torch.', '')}, got "
+                                 f"{str(value.dtype).replace('torch.', '')}")
+        return args if converted is None else tuple(converted)
+
+    def _from_numpy(self, value: Any, dtype: torch.dtype | None, name: str) -> torch.Tensor:
+        try:
+            tensor = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input {name!r}: cannot read a {value.dtype} array as a tensor ({exc})") from None
+        first = next(iter(self.parameters()), None)
+        first = next(iter(self.buffers()), None) if first is None else first
+        if tensor.is_floating_point():  # the module's floating dtype (it may have been cast), else the input's
+            if first is not None and first.is_floating_point():
+                dtype = first.dtype
+            if dtype is not None and dtype.is_floating_point:
+                tensor = tensor.to(dtype)
+        return tensor if first is None or first.device == tensor.device else tensor.to(first.device)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CompiledGraph:
+        """A copy with its own variables (``copy.deepcopy``); the graph comes along, sharing the copies."""
+        import copy
+
+        result = super().__deepcopy__(memo)
+        for key in ("source_graph", "input_names", "output_names", "variable_names", "check_inputs"):
+            if key in self.__dict__:
+                result.__dict__[key] = copy.deepcopy(self.__dict__[key], memo)
+        return result
+
+    def __reduce__(self) -> Any:
+        values = {**self.source_graph.values, **self.graph_state_dict()}
+        state = {"training": self.training, "check_inputs": self.__dict__.get("check_inputs")}
+        return _rebuild, (self.source_graph.to_json(), values, list(self.input_names), list(self.output_names),
+                          state)
+
+    def __str__(self) -> str:
+        from graphdnn.summary import variable_records, variable_tree
+
+        records = variable_records(self)
+        count = sum(r.numel for r in records)
+        head = (f"CompiledGraph({', '.join(self.input_names)} -> {', '.join(self.output_names)}: "
+                f"{len(records)} variables, {count:,} values)")
+        tree = variable_tree(records)
+        return head + ("\n" + "\n".join("  " + line for line in tree.splitlines()) if tree else "")
+
+    __repr__ = __str__
+
+    def summary(self, depth: int | None = None, print_fn: Any = print) -> None:
+        """Print the Keras-style table of ``graphdnn.summary.summary`` (scopes, output shapes, parameters)."""
+        from graphdnn.summary import summary
+
+        print_fn(summary(self, depth))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, also accepting dense kernels in torch's ``[out, in]`` layout
+        (``nn.Linear.weight``): a 2-D kernel whose shape is the transpose of the variable's is transposed,
+        with a warning naming it (a square kernel cannot be told apart: transpose it yourself)."""
+        import warnings
+
+        own = self.state_dict(keep_vars=True)
+        fixed = dict(state_dict)
+        turned = []
+        for key, value in state_dict.items():
+            target = own.get(key)
+            if (isinstance(value, torch.Tensor) and isinstance(target, torch.Tensor) and value.dim() == 2
+                    and target.dim() == 2 and value.shape != target.shape and value.shape == target.shape[::-1]):
+                fixed[key] = value.t()
+                turned.append(key)
+        if turned:
+            warnings.warn(f"transposed {turned} from torch's [out, in] layout to graphdnn's [in, out] kernels",
+                          stacklevel=2)
+        try:
+            return super().load_state_dict(fixed, strict=strict, assign=assign)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n(keys are graph names with '.' for '/', e.g. 'hidden1.kernel'; to load "
+                               "another framework's weights by name, use converters.named_tensors.load_weights"
+                               "(model, source), which maps names and layouts)") from None
+
+    def recompile(self) -> Any:
+        """Regenerate ``forward``. With ``FX_GRAPH_SHOW_META=1`` torch.fx writes every node's ``meta``
+        into the source; graphdnn's entries hold names read from files, so they are left out of it."""
+        if os.environ.get("FX_GRAPH_SHOW_META", "0") != "1":
+            return super().recompile()
+        saved = [(node, node.meta) for node in self.graph.nodes]
+        for node, meta in saved:
+            node.meta = {k: v for k, v in meta.items() if not k.startswith("graphdnn_")}
+        try:
+            return super().recompile()
+        finally:
+            for node, meta in saved:
+                node.meta = meta
 
     def variable(self, name: str) -> torch.Tensor:
         """The parameter or buffer of variable ``name`` (graph name, e.g. ``hidden1/kernel``)."""
@@ -125,28 +312,81 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     graph: Graph,
     inputs: Sequence[TensorRef] | None = None,
     outputs: Sequence[TensorRef] | TensorRef | None = None,
+    *,
+    check_inputs: bool = True,
 ) -> CompiledGraph:
-    """Compile ``graph`` to a module computing ``outputs`` (default: every terminal tensor) from
-    ``inputs`` (default: the placeholders the outputs need, in creation order)."""
+    """Compile ``graph`` to a module computing ``outputs`` from ``inputs``. Defaults: an imported
+    model's declared outputs and inputs, in order (``graph.signature``); for a graph without a
+    signature, every terminal tensor from the placeholders they need, in creation order (see
+    ``default_outputs``, ``default_inputs``). ``check_inputs`` checks each call's feeds against the
+    inputs' shapes and dtypes (``CompiledGraph.check_inputs``). Every variable the outputs need must
+    have a value (``graphdnn.initialize``, ``graphdnn.restore``), else ``UninitializedError`` lists them."""
     if isinstance(outputs, (Tensor, str)):
         outputs = [outputs]
     out_refs = [_ref(graph, t) for t in outputs] if outputs is not None else default_outputs(graph)
     if not out_refs:
         raise GraphError("nothing to compile: the graph has no outputs; pass outputs=[...]")
     if inputs is None:
-        needed = needed_ops(graph, [op.output() for op in graph.placeholders()], out_refs)
-        needed_names = {op.name for r in out_refs for op in [graph.get_operation(r)]} | {o.name for o in needed}
-        in_refs = [op.output() for op in graph.placeholders() if _feeds(graph, op, needed_names)]
+        in_refs = default_inputs(graph, out_refs)
     else:
         in_refs = [_ref(graph, t) for t in inputs]
     with paused_gc():
         ops = needed_ops(graph, in_refs, out_refs)
-        return _Builder(graph, in_refs, out_refs, ops).build()
+        missing = [op.name for op in ops if op.is_variable and op.name not in graph.values]
+        if missing:
+            raise UninitializedError(
+                f"{len(missing)} variable(s) of graph {graph.name!r} have no value: {', '.join(missing)}; draw "
+                "fresh values with graphdnn.initialize(graph) (include= selects some), or read them with "
+                "graphdnn.restore(graph, checkpoint)")
+        with budget.compile_scope(graph):  # folding a loaded graph's constants is bounded like its load
+            module = _Builder(graph, in_refs, out_refs, ops).build()
+    if not check_inputs:
+        module.check_inputs = False
+    return module
 
 
-def _info(graph: Graph, ref: str | None) -> Any:
-    op_name, index = split_tensor_name(ref or "")
-    return graph.nx.nodes[op_name]["op"].outputs[index]
+_UNSET = object()
+
+
+def _input_specs(graph: Graph, refs: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Per input: name, rank (None: unknown), ``(axis, size)`` of its known dimensions, torch dtype (or None)
+    and whether it is floating (None: not checked)."""
+    from graphdnn.dtypes import torch_dtype
+
+    specs = []
+    for ref in refs:
+        t = graph.get_tensor(ref)
+        shape, dtype = t.shape, t.dtype
+        known = shape is not None and all(d is None or isinstance(d, int) for d in shape)
+        fixed = [(i, d) for i, d in enumerate(shape) if isinstance(d, int) and d >= 0] if known else []
+        try:
+            td = torch_dtype(dtype) if dtype else None
+        except Exception:  # noqa: BLE001 - a dtype torch lacks: not checked
+            td = None
+        specs.append((ref, len(shape) if known else None, fixed, td, None if td is None else td.is_floating_point))
+    return specs
+
+
+def _show_shape(spec: tuple[Any, ...]) -> str:
+    _, rank, fixed = spec[:3]
+    dims: list[Any] = [None] * (rank or 0)
+    for axis, size in fixed:
+        dims[axis] = size
+    return "[" + ", ".join("None" if d is None else str(d) for d in dims) + "]"
+
+
+def _rebuild(graph_json: str, values: dict[str, torch.Tensor], inputs: list[str], outputs: list[str],
+             state: dict[str, Any]) -> CompiledGraph:
+    """Unpickle a ``CompiledGraph``: the graph from JSON, its variables, compiled again."""
+    graph = Graph.from_json(graph_json)
+    for name, value in values.items():
+        if name in graph and graph.get_operation(name).is_variable:
+            graph.values[name] = value
+    module = compile(graph, inputs=inputs, outputs=outputs)
+    module.train(bool(state.get("training", True)))
+    if state.get("check_inputs") is not None:
+        module.check_inputs = state["check_inputs"]
+    return module
 
 
 def _feeds(graph: Graph, placeholder: Op, needed: set[str]) -> bool:
@@ -155,6 +395,85 @@ def _feeds(graph: Graph, placeholder: Op, needed: set[str]) -> bool:
 
 _DETERMINISTIC_EXCLUDED = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                            "Multinomial", "Bernoulli", "AlphaDropout"}
+
+# attribute values written into generated code as literals: exact built-in types (a subclass such as
+# numpy.float64 has a repr that does not read back), at most this many leaves and characters per string
+_LITERAL_TYPES = frozenset({type(None), bool, int, float, str, bytes, torch.dtype})
+_LITERAL_LEAVES = 256
+_LITERAL_CHARS = 256
+
+
+def _printable(value: Any) -> bool:
+    """Whether fx may write ``value`` into generated code as a literal (its ``repr``): small plain data."""
+    room, stack = _LITERAL_LEAVES, [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is list or kind is tuple:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind not in _LITERAL_TYPES:
+            return False
+        elif (kind is str or kind is bytes) and len(item) > _LITERAL_CHARS:
+            return False
+        elif kind is int and item.bit_length() > 64:
+            return False
+        room -= 1
+        if room < 0:
+            return False
+    return True
+
+
+def _safe_path(key: str) -> bool:
+    """Whether each segment of module path ``key`` is safe where fx writes it: ``self.seg`` for an
+    identifier (no keyword; NFKC-stable, as Python reads identifiers in NFKC), else ``getattr(self, "seg")``
+    (no quote, backslash or unprintable character)."""
+    for seg in key.split("."):
+        if seg.isidentifier():
+            if keyword.iskeyword(seg) or (not seg.isascii() and unicodedata.normalize("NFKC", seg) != seg):
+                return False
+        elif not seg or any(ch in '"\\' or not ch.isprintable() for ch in seg):
+            return False
+    return True
+
+
+@functools.cache
+def _signature(fn: Any) -> tuple[inspect.Signature, frozenset[str]] | None:
+    """``fn``'s signature and its keyword-only parameters (None when Python cannot tell)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    return sig, frozenset(p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+
+def _check_call(op: Op, fn: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Refuse, naming the op, an attribute that cannot be a keyword argument of its lowering: a key
+    that is not an identifier (it would be written into the generated code) or one the lowering lacks."""
+    if not kwargs:
+        return
+    for key in kwargs:
+        if not is_identifier(key):
+            raise GraphError(
+                f"op {op.name!r} ({op.type}) has an attribute named {key!r}, which is not an attribute name (an "
+                "ASCII identifier that is not a Python keyword); the model is malformed: remove or rename the attribute"
+            )
+    known = _signature(fn)
+    if known is None or known[1].issuperset(kwargs):
+        return
+    sig = known[0]
+    try:
+        sig.bind_partial(*args, **kwargs)
+    except TypeError as exc:
+        params = list(sig.parameters.values())
+        takes = [p.name for i, p in enumerate(params) if not p.name.startswith("_") and p.name != "training" and (
+            p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and i >= len(args)))]
+        raise GraphError(
+            f"op {op.name!r} ({op.type}) cannot take its attributes: {exc}; {op.type} takes "
+            f"{', '.join(map(repr, takes)) or 'no attributes'}: remove the others"
+        ) from None
 
 
 class _Builder:
@@ -168,20 +487,11 @@ class _Builder:
         self.env: dict[str, Any] = {}
         self.consts: dict[str, torch.Tensor] = {}
         self.consts_by_ref: dict[str, str] = {}
+        self.refs: dict[str, Any] = {}
         self.variables: list[str] = []
         self.bodies: list[str] = []
         self.training: fx.Node | None = None
-        self.uses = self._count_uses()
-
-    def _count_uses(self) -> dict[str, int]:
-        uses: dict[str, int] = {}
-        for op in self.ops:
-            for r in op.inputs:
-                if r is not None:
-                    uses[r] = uses.get(r, 0) + 1
-        for r in self.outputs:
-            uses[r] = uses.get(r, 0) + 1
-        return uses
+        self.shape_ops: set[str] = set()
 
     def build(self) -> CompiledGraph:
         used_idents: set[str] = set()
@@ -193,26 +503,31 @@ class _Builder:
             node = self.fx.placeholder(ident)
             node.meta["graphdnn_name"] = ref
             self.env[ref] = node
-        fused = self._fusions()
-        absorbed = set(fused.values())
+        fused = fusion.plan(self.graph, self.ops, self.inputs, self.outputs)
+        absorbed = {name for f in fused.values() for name in f.absorbed}
+        self.shape_ops = fusion.shape_ops(self.graph, self.ops, self.outputs) - absorbed - set(fused)
         for op in self.ops:
             if op.is_variable:
                 self._variable(op)
-            elif op.name in absorbed:
+            elif op.name in absorbed or op.name in self.shape_ops:  # shape arithmetic: emitted where first read
                 continue
-            elif op.name in fused:
-                self._addmm(op, self.graph.get_operation(fused[op.name]))
+            elif op.name in fused and not all(r in self.consts_by_ref for r in fused[op.name].inputs):
+                self._fused(fused[op.name])
             else:
-                opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
-                if self._foldable(op, opdef):
-                    self._fold(op, opdef)
-                else:
-                    self._call(op, opdef)
+                for name in fused[op.name].absorbed if op.name in fused else ():  # constants: folded one by one
+                    self._op(self.graph.get_operation(name))
+                self._op(op)
         results = [self._value(r) for r in self.outputs]
         self.fx.output(results[0] if len(results) == 1 else tuple(results))
+        for node in [n for n in self.fx.nodes if n.op == "get_attr" and not n.users and n.target in self.consts]:
+            self.fx.erase_node(node)  # a folded constant that only other constants or shape arithmetic read
         module = CompiledGraph(self.root, self.fx, class_name="CompiledGraph")
         for key in self.consts:
-            module.register_buffer(key, getattr(module, key), persistent=False)
+            if hasattr(module, key):  # not when only folded into other constants or fused
+                module.register_buffer(key, getattr(module, key), persistent=False)
+        for key, value in self.refs.items():
+            if isinstance(value, torch.Tensor) and hasattr(module, key):  # moves with the module, as constants do
+                module.register_buffer(key, getattr(module, key), persistent=False)
         module.source_graph = self.graph
         module.input_names = list(self.inputs)
         module.output_names = list(self.outputs)
@@ -224,6 +539,8 @@ class _Builder:
         if ref in self.env:
             return self.env[ref]
         op_name, index = split_tensor_name(ref)
+        if op_name in self.shape_ops:
+            return self._shape_value(ref)
         base = self.env.get(tensor_name(op_name, -1))
         if base is None:
             raise GraphError(f"tensor {ref!r} is not computed by this plan")
@@ -233,6 +550,8 @@ class _Builder:
 
     def _variable(self, op: Op) -> None:
         key = state_key(op.name)
+        if not _safe_path(key):  # names.state_key escapes every such character: a failed invariant
+            raise GraphError(f"variable {op.name!r} maps to module path {key!r}, which generated code cannot name")
         parts = key.split(".")
         for i in range(1, len(parts)):
             self.scopes.add(".".join(parts[:i]))
@@ -263,8 +582,17 @@ class _Builder:
         kwargs = dict(op.attrs)
         if opdef.num_outputs is None:
             kwargs["_outputs"] = len(op.outputs)
-        with torch.no_grad():
-            result = opdef.lower(*args, **kwargs)
+        _check_call(op, opdef.lower, args, kwargs)
+        if budget.current() is not None:
+            budget.charge(fold_bytes(op, opdef, args, kwargs), f"op {op.name!r} ({op.type}), folded to a constant")
+        try:
+            with torch.no_grad():
+                result = opdef.lower(*args, **kwargs)
+        except (GraphDNNError, MemoryError):
+            raise
+        except Exception as exc:  # the model's own constants and attributes are wrong for the op
+            raise GraphError(f"op {op.name!r} ({op.type}) fails on its constant inputs: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
         results = result if isinstance(result, tuple) else (result,)
         if not all(isinstance(r, torch.Tensor) for r in results):  # a sequence (list) stays a run-time value
             self._call(op, opdef)
@@ -285,7 +613,7 @@ class _Builder:
             if ref is None:
                 args.append(None)
             elif i in opdef.static_inputs and (value := self._static(ref)) is not None:
-                args.append(value)
+                args.append(self._data(value))
             else:
                 args.append(self._value(ref))
         while args and args[-1] is None:
@@ -298,8 +626,19 @@ class _Builder:
         value = constant_value(self.graph, ref)
         return None if value is None else decode(value).tolist()
 
+    def _data(self, value: Any) -> Any:
+        """``value`` as an fx argument: a node as it is, small plain data as a literal in the generated
+        code, anything else by reference (a module attribute ``_attr<N>`` holding the object)."""
+        if isinstance(value, fx.Node) or _printable(value):
+            return value
+        target = f"_attr{len(self.refs)}"
+        self.refs[target] = value
+        self.root[target] = value
+        return self.fx.get_attr(target)
+
     def _call(self, op: Op, opdef: OpDef) -> None:
-        kwargs = dict(op.attrs)
+        bodies = subgraph_attrs(op)
+        kwargs = {key: self._data(value) for key, value in op.attrs.items() if key not in bodies}
         if opdef.uses_training and op.meta.get("frozen"):  # a frozen layer runs in inference mode
             kwargs["training"] = False
         elif opdef.uses_training:
@@ -308,16 +647,17 @@ class _Builder:
             kwargs["training"] = self.training
         if opdef.num_outputs is None:
             kwargs["_outputs"] = len(op.outputs)
-        if has_subgraphs(op):  # control flow: each body becomes a submodule passed to the lowering
-            for key, body in subgraph_attrs(op).items():
+        if bodies:  # control flow: each body becomes a submodule passed to the lowering
+            for key, body in bodies.items():
                 target = f"_body{len(self.bodies)}_{identifier(key, 'body')}"
                 self.bodies.append(target)
-                self.root[target] = compile_body(body)
+                self.root[target] = body_module = compile_body(body)
+                body_module.check_inputs = False  # called by the lowering, not fed by a user
                 kwargs[key] = self.fx.get_attr(target)
             kwargs["_captures"] = captures(op)
         if opdef.region is not None:  # e.g. Gradient: the part of this graph it differentiates
             kwargs["_region"] = self._region(op, opdef)
-        node = self._emit(opdef.lower, tuple(self._args(op, opdef)), kwargs, op.name)
+        node = self._emit(opdef.lower, tuple(self._args(op, opdef)), kwargs, op)
         node.meta["graphdnn_name"] = op.name
         if opdef.num_outputs == 1:
             self.env[op.output()] = node
@@ -332,36 +672,53 @@ class _Builder:
             raise GraphError(f"op {op.name!r} ({op.type}) names a tensor this graph lacks: {exc}") from exc
         target = f"_region{len(self.bodies)}"
         self.bodies.append(target)
-        self.root[target] = compile(self.graph, inputs=refs[: len(ins)], outputs=refs[len(ins):])
+        self.root[target] = compile(self.graph, inputs=refs[: len(ins)], outputs=refs[len(ins):], check_inputs=False)
         return self.fx.get_attr(target)
 
-    def _emit(self, fn: Any, args: tuple, kwargs: dict[str, Any], op_name: str) -> fx.Node:
-        return self.fx.create_node("call_function", fn, args, kwargs, name=identifier(op_name, "op"))
+    def _emit(self, fn: Any, args: tuple, kwargs: dict[str, Any], op: Op) -> fx.Node:
+        _check_call(op, fn, args, kwargs)  # fx writes keyword names verbatim into the code
+        return self.fx.create_node("call_function", fn, args, kwargs, name=identifier(op.name, "op"))
 
-    # -- peephole: MatMul + bias Add -> addmm --------------------------------------------
-    def _fusions(self) -> dict[str, str]:
-        """Map Add op -> MatMul op for ``x @ W + b`` with 2-D x and W, 1-D b, used once."""
-        fused: dict[str, str] = {}
-        planned = {op.name for op in self.ops}
-        for op in self.ops:
-            if op.type != "Add" or op.domain or op.inputs[0] is None:
-                continue
-            mm_name, _ = split_tensor_name(op.inputs[0])
-            mm = self.graph.get_operation(mm_name)
-            if mm.type != "MatMul" or mm.domain or self.uses.get(op.inputs[0], 0) != 1 or op.inputs[0] in self.inputs:
-                continue
-            infos = [_info(self.graph, r) for r in (*mm.inputs, op.inputs[1])]
-            shapes = [i.shape for i in infos]
-            dtypes = {i.dtype for i in infos}
-            if None in shapes or [len(s) for s in shapes] != [2, 2, 1] or len(dtypes) != 1:
-                continue
-            if mm.name in planned:
-                fused[op.name] = mm.name
-        return fused
+    def _op(self, op: Op) -> None:
+        opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+        if self._foldable(op, opdef):
+            self._fold(op, opdef)
+        else:
+            self._call(op, opdef)
 
-    def _addmm(self, add: Op, mm: Op) -> None:
-        x, w = (self._value(r) for r in mm.inputs)
-        node = self._emit(torch.addmm, (self._value(add.inputs[1]), x, w), {}, add.name)
-        node.meta["graphdnn_name"] = add.name
-        node.meta["graphdnn_fused"] = [mm.name, add.name]
-        self.env[add.output()] = node
+    def _fused(self, f: fusion.Fusion) -> None:
+        """One call for a fused chain (see ``graphdnn.fusion``), named after its last op."""
+        root = self.graph.get_operation(f.root)
+        node = self._emit(f.fn, tuple(self._value(r) for r in f.inputs), dict(f.kwargs), root)
+        node.meta["graphdnn_name"] = root.name
+        node.meta["graphdnn_fused"] = list(f.ops)
+        self.env[root.output()] = node
+
+    def _shape_value(self, ref: str) -> fx.Node:
+        """Shape arithmetic computing ``ref``, as one call of a ``fusion.ShapeProgram`` (cached per input
+        shape); op by op when a constant it reads was not folded."""
+        order = self.__dict__.setdefault("_order", {op.name: i for i, op in enumerate(self.ops)})
+        closure, external, reads, variables = fusion.shape_closure(self.graph, ref, self.shape_ops, order)
+        if not all(r in self.consts_by_ref for r in external[reads : len(external) - variables]):
+            for op in closure:
+                if op.output() not in self.env:
+                    self._op(op)
+            return self.env[ref]
+        slots = {r: i for i, r in enumerate(external)}
+        steps = []
+        for op in closure:
+            opdef = lookup(op.type, op.domain, self.graph.opset.get(op.domain))
+            kwargs = dict(op.attrs)
+            if opdef.num_outputs is None:
+                kwargs["_outputs"] = 1
+            args = [None if r is None else slots[r] for r in op.inputs]
+            _check_call(op, opdef.lower, args, kwargs)
+            steps.append((opdef.lower, args, opdef.static_inputs, kwargs))
+            slots[op.output()] = len(slots)
+        program = self._data(fusion.ShapeProgram(steps, reads, variables))
+        node = self._emit(fusion.run_shape_program, (program, *(self._value(r) for r in external)), {},
+                          self.graph.get_operation(split_tensor_name(ref)[0]))
+        node.meta["graphdnn_name"] = ref
+        node.meta["graphdnn_fused"] = [op.name for op in closure]
+        self.env[ref] = node
+        return node

@@ -32,6 +32,8 @@ TRAINABLE_VARIABLES = "trainable_variables"
 GLOBAL_VARIABLES = "variables"
 REGULARIZATION_LOSSES = "regularization_losses"
 UPDATE_OPS = "update_ops"
+#: Key of the declared signature in ``Graph.meta`` (see ``Graph.signature``).
+SIGNATURE = "signature"
 
 
 @dataclass(slots=True)
@@ -290,6 +292,7 @@ class Graph:
         return tensor_name(op_name, index)
 
     def _insert(self, op: Op) -> None:
+        self.meta.pop(SIGNATURE, None)  # a declared signature describes the graph as it was declared
         self.nx.add_node(op.name, op=op)
         for ref in op.inputs:
             if ref is not None:
@@ -419,6 +422,7 @@ class Graph:
             if users:
                 raise GraphError(f"cannot remove op {name!r}: ops {users[:5]} still read it; remove or rewire them")
         self.nx.remove_nodes_from(doomed)
+        self.meta.pop(SIGNATURE, None)
         for name in doomed:
             self.values.pop(name, None)
         for key, refs in list(self.collections.items()):
@@ -443,6 +447,7 @@ class Graph:
             return tensor_name(mapping.get(op_name, op_name), index) if op_name in mapping else r
 
         ops = [self.nx.nodes[n]["op"] for n in self.nx.nodes]
+        declared = self.meta.get(SIGNATURE)
         self.nx = nx.DiGraph()
         for op in ops:
             op.name = mapping.get(op.name, op.name)
@@ -451,6 +456,24 @@ class Graph:
         self.values = {mapping.get(k, k): v for k, v in self.values.items()}
         self.collections = {k: [mapping.get(r) or ref(r) for r in v] for k, v in self.collections.items()}
         self.aliases = {k: ref(v) or v for k, v in self.aliases.items()}
+        if declared is not None:
+            self.meta[SIGNATURE] = {k: [ref(r) for r in v] for k, v in declared.items()}
+
+    @property
+    def signature(self) -> dict[str, list[str]] | None:
+        """The declared ``{"inputs": [...], "outputs": [...]}`` tensor names (an imported model's own), or
+        None. ``graphdnn.compile``, ``export_onnx`` and the CLI default to it. Saved with the graph; adding
+        or removing ops drops it (renaming follows it)."""
+        return self.meta.get(SIGNATURE)
+
+    @signature.setter
+    def signature(self, value: dict[str, list[TensorLike]] | None) -> None:
+        if value is None:
+            self.meta.pop(SIGNATURE, None)
+            return
+        if not isinstance(value, dict) or set(value) != {"inputs", "outputs"}:
+            raise GraphError("a signature is {'inputs': [tensor names], 'outputs': [tensor names]}")
+        self.meta[SIGNATURE] = {k: [self.get_tensor(t).name for t in value[k]] for k in ("inputs", "outputs")}
 
     def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Tensor:
         """A literal Constant op (folded at compile time); scalars and small lists are kept inline."""
@@ -465,8 +488,9 @@ class Graph:
             name = self.aliases[name]
         op_name = split_tensor_name(name)[0] if name not in self.nx else name
         if op_name not in self.nx:
-            close = [n for n in self.nx if n.endswith(op_name.rsplit("/", 1)[-1])][:5]
-            hint = f"; similar names: {close}" if close else ""
+            from graphdnn.suggest import did_you_mean
+
+            hint = did_you_mean(op_name, list(self.nx) + list(self.aliases))
             raise GraphError(f"no op named {op_name!r} in graph {self.name!r}{hint}")
         return self.nx.nodes[op_name]["op"]
 

@@ -85,7 +85,7 @@ def test_loop_and_if_match_onnxruntime(sign, trips):
 
 
 def test_training_reaches_captured_outer_weights():
-    graph = load_onnx(_loop_if_model())
+    graph = load_onnx(_loop_if_model(), trainable="float")  # w is a scalar: a constant by default
     module = _compiled(graph)
     assert graph.values["w"].requires_grad
     x = torch.full((2, 3), 0.7)

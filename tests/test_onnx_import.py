@@ -332,7 +332,7 @@ def test_invalid_utf8_names_are_a_clean_error(tmp_path):
     assert data.count(b"relu_name") >= 1
     path = tmp_path / "bad.onnx"
     path.write_bytes(data.replace(b"relu_name", b"relu_nam\xff"))
-    with pytest.raises(FileFormatError, match="not UTF-8 text"):
+    with pytest.raises(FileFormatError, match="not UTF-8 text|codec can.t decode"):  # older protobuf checks at parse
         load_onnx(path)
 
 

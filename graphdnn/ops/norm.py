@@ -70,13 +70,15 @@ def batch_normalization(
     training: bool = False,
     _outputs: int = 1,
 ):
-    """Without a ``training_mode`` attribute the module's mode decides, with PyTorch/TF semantics:
-    in ``model.train()`` the batch statistics normalize ``x`` and the moving statistics (buffers)
-    are updated in place, ``moving = momentum * moving + (1 - momentum) * batch``, with the unbiased
-    batch variance as ``nn.BatchNorm`` and TF's fused batch norm do. An explicit ``training_mode``
-    follows the ONNX specification (population variance; outputs 2 and 3 are the new running
-    statistics)."""
-    if training_mode is None and _outputs == 1:
+    """With one output the module's mode decides, with PyTorch/TF semantics, whatever
+    ``training_mode`` the file holds (exporters write the mode the model was exported in, an
+    artefact): in ``model.train()`` the batch statistics normalize ``x`` and the moving statistics
+    (buffers) are updated in place, ``moving = momentum * moving + (1 - momentum) * batch``, with the
+    unbiased batch variance as ``nn.BatchNorm`` and TF's fused batch norm do; ``model.eval()`` (and a
+    frozen batch norm, see ``graphdnn.freeze``) normalizes with the moving statistics. A node that
+    asks for the running-statistic outputs follows the ONNX specification of ``training_mode``
+    (population variance; outputs 2 and 3 are the new running statistics)."""
+    if _outputs == 1:
         return (_bn_module(x, scale, bias, mean, var, epsilon, momentum, training),)
     training = training if training_mode is None else bool(training_mode)
     if not training:
@@ -104,6 +106,10 @@ def layer_normalization(
 ):
     """Outputs: Y, Mean, InvStdDev (statistics keep the normalized dims as size 1)."""
     axis = norm_axis(axis, x.dim())
+    normalized = tuple(x.shape[axis:])
+    if (_outputs == 1 and x.dtype == torch.float32 and stash_type == 1 and tuple(scale.shape) == normalized
+            and (bias is None or tuple(bias.shape) == normalized)):
+        return (F.layer_norm(x, normalized, scale, bias, epsilon),)  # one kernel, as nn.LayerNorm
     dims = list(range(axis, x.dim()))
     xs = _stash(x, stash_type)
     mean = torch.mean(xs, dim=dims, keepdim=True)

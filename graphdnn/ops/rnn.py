@@ -1,13 +1,19 @@
 """Recurrent layers: RNN, GRU, LSTM (ONNX semantics: gate layouts, directions, activation lists,
 clip, sequence_lens, initial states, peepholes, ``layout``).
 
-The time loop unrolls in Python over the (static) sequence length, so compiled code is
-straight-line torch. Sequences shorter than the padded length (``sequence_lens``) keep their last
+The common configuration (the default activations, or ``Relu`` for RNN; no clip, ``sequence_lens`` or
+peepholes; GRU with ``linear_before_reset=1``; float32/float64) runs through torch's fused recurrent
+kernels (``torch._VF.lstm``/``gru``/``rnn_*``, what ``nn.LSTM`` & co. call), with ONNX's gate order mapped
+to torch's by index ops that autograd sees, so gradients reach the ONNX ``W``/``R``/``B`` tensors. Every
+other configuration unrolls the time loop in Python over the (static) sequence length, so compiled
+code is straight-line torch. Sequences shorter than the padded length (``sequence_lens``) keep their last
 state and produce zeros in ``Y`` past their end; the reverse direction reverses each sequence
 within its own length.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -75,13 +81,81 @@ def _run(step, x, states, lens, reverse: bool):
     return y, states
 
 
-def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layout, make_step, gates, extra=()):
+# ONNX gate blocks in torch's order: LSTM i,o,f,c -> i,f,g(c),o; GRU z,r,h -> r,z,n; RNN has one gate
+_TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": None}
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def _fusable(x, tensors, *, activations, defaults, activation_alpha, activation_beta, clip, lens) -> bool:
+    """Whether torch's fused kernel computes exactly this op: the given activations (per direction,
+    case-insensitive), no clip, no ``sequence_lens``, float32/float64 tensors of one dtype."""
+    if clip is not None or lens is not None or activation_alpha or activation_beta:
+        return False
+    if activations:
+        names = [str(a).lower() for a in activations]
+        if len(names) % len(defaults) or names != defaults * (len(names) // len(defaults)):
+            return False
+    if x.dtype not in _FUSED_DTYPES or 0 in x.shape or x.dim() != 3:
+        return False
+    return all(t is None or (t.dtype == x.dtype and t.device == x.device) for t in tensors)
+
+
+@functools.lru_cache(maxsize=64)
+def _gate_rows(order: tuple[int, ...], hidden: int, halves: int, device: torch.device) -> torch.Tensor:
+    """Row indices taking ``halves`` blocks of gates (W's and R's bias halves of B) to torch's gate order."""
+    gates = len(order)
+    rows = [h * gates * hidden + k * hidden + i for h in range(halves) for k in order for i in range(hidden)]
+    return torch.tensor(rows, dtype=torch.int64, device=device)
+
+
+def _fused(kind, x, w, r, b, initial, *, hidden, num_dir, reverse, mode=""):
+    """``(Y [seq, dirs, batch, H], final states [dirs, batch, H]...)`` from torch's fused kernel for
+    layout-0 ``x`` [seq, batch, I]."""
+    order = _TORCH_GATES[kind]
+    gates = len(order) if order else 1
+
+    if order is None:
+        wi, wh = w, r
+    else:  # one row gather per tensor (autograd routes the gradients back to W, R, B in ONNX's order)
+        rows = _gate_rows(tuple(order), hidden, 1, w.device)
+        wi, wh = torch.index_select(w, 1, rows), torch.index_select(r, 1, rows)
+    if b is not None:
+        b = b if order is None else torch.index_select(b, 1, _gate_rows(tuple(order), hidden, 2, b.device))
+        bi, bh = b[:, : gates * hidden], b[:, gates * hidden :]
+    params = []
+    for d in range(num_dir):
+        params += [wi[d], wh[d]] + ([bi[d], bh[d]] if b is not None else [])
+    seq, batch = x.shape[0], x.shape[1]
+    hx = [s.contiguous() if s is not None else x.new_zeros(num_dir, batch, hidden) for s in initial]
+    if reverse:
+        x = torch.flip(x, dims=[0])
+    args = (params, b is not None, 1, 0.0, False, num_dir == 2, False)
+    if kind == "LSTM":
+        y, *finals = torch._VF.lstm(x, (hx[0], hx[1]), *args)
+    elif kind == "GRU":
+        y, *finals = torch._VF.gru(x, hx[0], *args)
+    else:
+        y, *finals = (torch._VF.rnn_relu if mode == "relu" else torch._VF.rnn_tanh)(x, hx[0], *args)
+    if reverse:
+        y = torch.flip(y, dims=[0])
+    return y.reshape(seq, batch, num_dir, hidden).transpose(1, 2), finals
+
+
+def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layout, make_step, gates, extra=(),
+               fusable=False, mode=""):
     if layout:
         x = x.transpose(0, 1)
         initial = [s.transpose(0, 1) if s is not None else None for s in initial]
     num_dir = 2 if direction == "bidirectional" else 1
     batch = x.shape[1]
     hidden = hidden_size or r.shape[-1]
+    if fusable and all(e is None for e in extra):
+        y, finals_t = _fused(kind, x, w, r, b, initial, hidden=hidden, num_dir=num_dir,
+                             reverse=direction == "reverse", mode=mode)
+        if layout:
+            y = y.permute(2, 0, 1, 3)
+            finals_t = [f.transpose(0, 1) for f in finals_t]
+        return (y, *finals_t)
     ys, finals = [], []
     for d in range(num_dir):
         bias = b[d] if b is not None else torch.zeros(2 * gates * hidden, dtype=x.dtype, device=x.device)
@@ -123,8 +197,12 @@ def rnn(
 
         return step
 
+    mode = (activations[0] if activations else "tanh").lower()
+    fusable = mode in ("tanh", "relu") and _fusable(
+        x, (w, r, b, initial_h), activations=activations, defaults=[mode], activation_alpha=activation_alpha,
+        activation_beta=activation_beta, clip=clip, lens=sequence_lens)
     outs = _recurrent("RNN", x, w, r, b, sequence_lens, [initial_h], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=1)
+                      direction=direction, layout=layout, make_step=make_step, gates=1, fusable=fusable, mode=mode)
     return outs[:_outputs]
 
 
@@ -158,8 +236,11 @@ def gru(
 
         return step
 
+    fusable = bool(linear_before_reset) and _fusable(
+        x, (w, r, b, initial_h), activations=activations, defaults=["sigmoid", "tanh"],
+        activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens)
     outs = _recurrent("GRU", x, w, r, b, sequence_lens, [initial_h], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=3)
+                      direction=direction, layout=layout, make_step=make_step, gates=3, fusable=fusable)
     return outs[:_outputs]
 
 
@@ -198,6 +279,10 @@ def lstm(
 
         return step
 
+    fusable = not input_forget and p is None and _fusable(
+        x, (w, r, b, initial_h, initial_c), activations=activations, defaults=["sigmoid", "tanh", "tanh"],
+        activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens)
     outs = _recurrent("LSTM", x, w, r, b, sequence_lens, [initial_h, initial_c], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=4, extra=(p,))
+                      direction=direction, layout=layout, make_step=make_step, gates=4, extra=(p,),
+                      fusable=fusable)
     return outs[:_outputs]
