@@ -12,12 +12,21 @@ from typing import Any
 from graphdnn import initializers, layers, nn, regularizers
 from graphdnn.cache import cache_frozen
 from graphdnn.compiler import CompiledGraph, compile  # noqa: A004
-from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, RestoreError, UnknownOpError
-from graphdnn.freeze import freeze, make_optimizer, trainable_parameters, unfreeze
+from graphdnn.errors import (
+    FileFormatError,
+    GraphDNNError,
+    GraphError,
+    InputError,
+    ResourceLimitError,
+    RestoreError,
+    UninitializedError,
+    UnknownOpError,
+)
+from graphdnn.freeze import freeze, trainable_parameters, unfreeze
 from graphdnn.graph import Graph, Op, Tensor, get_default_graph, reset_default_graph
 from graphdnn.names import graph_name, state_key
 from graphdnn.nn import placeholder
-from graphdnn.restore import RestoreReport, restore
+from graphdnn.restore import RestoreReport, initialize, restore
 from graphdnn.surgery import (
     extract_subgraph,
     prune,
@@ -26,6 +35,7 @@ from graphdnn.surgery import (
     replace_scope,
     stop_gradient_after,
 )
+from graphdnn.train.optimizers import make_optimizer
 
 # ``graphdnn.restore`` and ``graphdnn.freeze`` are the functions; reach the modules' other names with
 # ``from graphdnn.restore import match_names`` (``import graphdnn.restore as m`` would give the function).
@@ -53,6 +63,14 @@ def export_onnx(obj: Any, path: str, **kwargs: Any) -> Any:
     return _export(obj, path, **kwargs)
 
 
+def from_torch(module: Any, example_inputs: Any, dynamic_shapes: Any = None, **kwargs: Any) -> Graph:
+    """The graph of a ``torch.nn.Module`` traced by ``torch.export``: its parameters and buffers as variables
+    under their state-dict names, op names scoped by module path (``converters.torch_export``)."""
+    from converters.torch_export import from_torch as _from_torch
+
+    return _from_torch(module, example_inputs, dynamic_shapes, **kwargs)
+
+
 __all__ = [
     "CompiledGraph",
     "RestoreReport",
@@ -60,17 +78,22 @@ __all__ = [
     "Graph",
     "GraphDNNError",
     "GraphError",
+    "InputError",
     "Op",
+    "ResourceLimitError",
     "RestoreError",
     "Tensor",
+    "UninitializedError",
     "UnknownOpError",
     "cache_frozen",
     "compile",
     "extract_subgraph",
     "freeze",
+    "from_torch",
     "export_onnx",
     "get_default_graph",
     "graph_name",
+    "initialize",
     "initializers",
     "layers",
     "load",

@@ -11,7 +11,9 @@ files above ``memory_limit`` bytes) and returns the top model compiled to take t
     valid = cache.encode((X_valid, y_valid))                       # the same for validation data
 
 The top model's inputs are the frontier tensors, then the model inputs the top still reads (the
-labels), and the cached dataset yields them in that order. Both models share the graph's variables.
+labels), and the cached dataset yields them in that order, followed by any aligned tensors of ``data``
+beyond the model's inputs (the labels of a model computing logits, named "labels"), so
+``fit(top, data=dataset)`` trains on them. Both models share the graph's variables.
 A frozen part with training-time randomness (dropout...) or batch norm in training mode would cache
 values that differ from what training sees: that is refused unless ``allow_random`` /
 ``allow_batch_norm_training`` (freeze a batch-norm layer entirely to run it in inference mode).
@@ -19,8 +21,8 @@ values that differ from what training sees: that is refused unless ``allow_rando
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphdnn.atomic import locked_folder
 from graphdnn.compiler import CompiledGraph, compile, needed_ops  # noqa: A004
 from graphdnn.errors import GraphError
 from graphdnn.graph import Graph, Op, Tensor
@@ -146,9 +149,12 @@ def cache_frozen(
 ) -> FrozenCache:
     """Cache the frozen bottom of ``model`` (a compiled module, or a Graph with ``inputs`` and
     ``outputs``) over ``data`` (a tensor, a tuple of tensors in the model's input order, a
-    ``TensorDataset`` or a ``DataLoader``). ``frontier`` overrides the automatic frontier. Frontier
-    values above ``memory_limit`` bytes go to memory-mapped files in ``directory`` (a temporary
-    folder, removed with the dataset, by default)."""
+    ``TensorDataset`` or a ``DataLoader``; tensors after the model's inputs, such as labels, are carried
+    into the dataset as they are). ``frontier`` overrides the automatic frontier. Frontier
+    values above ``memory_limit`` bytes go to memory-mapped files in a new ``graphdnn-cache-*`` folder
+    inside ``directory`` (default: the system's temporary folder, and then removed with the dataset).
+    The folder is locked while its dataset lives; folders left by finished or killed programs are
+    removed when the next cache is made in the same place."""
     if isinstance(model, Graph):
         graph = model
         if inputs is None or outputs is None:
@@ -190,7 +196,7 @@ def _tensors(data: Any, n_inputs: int) -> list[torch.Tensor] | None:
     if isinstance(data, torch.utils.data.TensorDataset):
         data = data.tensors
     if isinstance(data, (tuple, list)) and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data):
-        tensors = [torch.as_tensor(t) for t in data]
+        tensors = [torch.from_numpy(t) if isinstance(t, np.ndarray) else torch.as_tensor(t) for t in data]
         if len(tensors) < n_inputs or len({len(t) for t in tensors}) != 1:
             raise GraphError(f"data: expected {n_inputs} aligned tensors (one per model input), got shapes "
                              f"{[tuple(t.shape) for t in tensors]}")
@@ -225,10 +231,12 @@ def _run(cache: FrozenCache, data: Any, options: dict[str, Any]) -> CachedDatase
         batches: Any = ((i, [tensors[position[b]][i:i + bs] for b in cache.bottom_inputs]) for i in range(0, n, bs))
         total = -(-n // bs)
         passthrough = [tensors[position[p]] for p in cache.passthrough]
+        extra = tensors[n_in:]
     else:  # a DataLoader or any iterable of batches in the model's input order
         n = len(data.dataset) if hasattr(data, "dataset") and hasattr(data.dataset, "__len__") else None
         total = len(data) if hasattr(data, "__len__") else None
         collected: list[list[torch.Tensor]] = [[] for _ in cache.passthrough]
+        extras: list[list[torch.Tensor]] = []
 
         def gen() -> Iterator[tuple[int, list[torch.Tensor]]]:
             start = 0
@@ -236,6 +244,10 @@ def _run(cache: FrozenCache, data: Any, options: dict[str, Any]) -> CachedDatase
                 batch = [torch.as_tensor(b) for b in (batch if isinstance(batch, (tuple, list)) else (batch,))]
                 for col, p in zip(collected, cache.passthrough):
                     col.append(batch[position[p]])
+                while len(extras) < len(batch) - n_in:
+                    extras.append([])
+                for col, b in zip(extras, batch[n_in:]):  # labels beyond the model's inputs
+                    col.append(b)
                 yield start, [batch[position[b]] for b in cache.bottom_inputs]
                 start += len(batch[0])
 
@@ -251,7 +263,7 @@ def _run(cache: FrozenCache, data: Any, options: dict[str, Any]) -> CachedDatase
             if n is not None and stores is None:
                 per_sample = sum(o[0].numel() * o.element_size() for o in out) if len(out[0]) else 0
                 if n * per_sample > options["memory_limit"]:
-                    directory = _directory(options["directory"])
+                    directory, lock = locked_folder(options["directory"], "graphdnn-cache-")
                 stores = [_Store(n, o, directory, i) for i, o in enumerate(out)]
             if stores is not None:
                 for s, o in zip(stores, out):
@@ -264,20 +276,16 @@ def _run(cache: FrozenCache, data: Any, options: dict[str, Any]) -> CachedDatase
     columns = [s.tensor for s in stores] if stores is not None else [torch.cat(c) for c in chunks]
     if tensors is None:
         passthrough = [torch.cat(c) for c in collected]
+        extra = [torch.cat(c) for c in extras]
         if n is not None and columns and len(columns[0]) != len(passthrough[0] if passthrough else columns[0]):
             raise GraphError("the DataLoader yielded a different number of samples than its dataset holds")
-    dataset = CachedDataset(columns + passthrough, cache.frontier + cache.passthrough, directory)
-    if directory is not None and options["directory"] is None:
-        weakref.finalize(dataset, shutil.rmtree, directory, True)
+    extra_names = ["labels" if i == 0 else f"labels_{i}" for i in range(len(extra))]
+    dataset = CachedDataset(columns + passthrough + extra, cache.frontier + cache.passthrough + extra_names, directory)
+    if directory is not None:  # the folder stays locked while the dataset lives; once free, the next cache removes it
+        weakref.finalize(dataset, os.close, lock)
+        if options["directory"] is None:
+            weakref.finalize(dataset, shutil.rmtree, directory, True)
     return dataset
-
-
-def _directory(directory: str | Path | None) -> Path:
-    if directory is None:
-        return Path(tempfile.mkdtemp(prefix="graphdnn-cache-"))
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="graphdnn-cache-", dir=path))
 
 
 __all__ = ["RANDOM_OPS", "CachedDataset", "FrozenCache", "cache_frozen"]

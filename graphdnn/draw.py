@@ -3,17 +3,23 @@
 ``draw(graph_or_module, "graph.svg", depth=2)`` groups ops into boxes by the first ``depth`` parts of
 their names (``None``: one box per op), folds variables, constants and ``Identity`` readers into the
 box of the op that uses them, and merges boxes that would form a cycle (``dnn/hidden1`` and
-``dnn/hidden1/batch_normalization`` at full depth become ``dnn/hidden1``). Boxes are placed by
-longest-path layering with a few barycenter sweeps to reduce crossings; each shows its scope, op
+``dnn/hidden1/batch_normalization`` at full depth become ``dnn/hidden1``). Each box shows its scope, op
 types, output shape and parameters. Frozen boxes are blue with a dashed border and say ``frozen``.
-PNG output is rasterized here (``graphdnn.train.png`` and its bitmap font): no new dependency.
+
+The layout is done here rather than by Graphviz: ``dot`` is a system program that ``pip install`` cannot
+provide, and a layered drawing of a network is simple enough. Layers come from networkx's
+``topological_generations``; edges that pass layers (residual and concat inputs) run in lanes of their
+own beside the boxes and are purple; no edge crosses a box. SVG needs nothing; PNG is rasterized by
+:mod:`graphdnn.raster` (Pillow, the ``draw`` extra), which the learning-curve plots use too.
 """
 
 from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ from graphdnn.graph import Graph, Op
 from graphdnn.names import split_tensor_name
 from graphdnn.summary import _graph_and_names, format_shape, group_key, is_reader, variable_owners, variable_records
 
-__all__ = ["Box", "draw", "layout", "render_png", "render_svg", "scope_graph"]
+__all__ = ["Box", "Layout", "Route", "draw", "layout", "plan", "render_png", "render_svg", "scope_graph"]
 
 MAX_PNG_PIXELS = 60_000_000
 _NAME_CHARS = 44
@@ -133,89 +139,257 @@ def _outputs(graph: Graph, ops: list[Op], box_of: dict[str, str], boxes: dict[st
 
 
 # ------------------------------------------------------------------------------------------ layout
-def layout(boxes: dict[str, Box], edges: set[tuple[str, str]], char_w: float, line_h: float,
-           gap_x: float = 24.0, gap_y: float = 36.0, pad: float = 6.0) -> tuple[float, float]:
-    """Place the boxes: layers by longest path from the inputs, order in a layer by barycenter
-    sweeps. Sets each box's ``x, y, w, h`` and returns the picture's width and height."""
+Point = tuple[float, float]
+
+
+@dataclass
+class Route:
+    """The path of one edge: from ``start`` through ``pieces``, each ``("L", end)`` (a straight line) or
+    ``("C", control1, control2, end)`` (a cubic Bezier). ``skip``: it passes layers (a residual or concat
+    input, routed beside the boxes it skips)."""
+
+    source: str
+    target: str
+    start: Point
+    pieces: list[tuple[Any, ...]] = field(default_factory=list)
+    skip: bool = False
+
+    def points(self, steps: int = 12) -> list[Point]:
+        """The path as a polyline (each Bezier sampled at ``steps`` points)."""
+        out = [self.start]
+        for piece in self.pieces:
+            if piece[0] == "L":
+                out.append(piece[1])
+                continue
+            (x0, y0), (x1, y1), (x2, y2), (x3, y3) = out[-1], piece[1], piece[2], piece[3]
+            for t in np.linspace(0.0, 1.0, steps)[1:]:
+                u = 1.0 - t
+                out.append((u**3 * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t**3 * x3,
+                            u**3 * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t**3 * y3))
+        return out
+
+
+@dataclass
+class Layout:
+    """Boxes placed (``x, y, w, h`` set), edges routed, the canvas size and where the title goes."""
+
+    boxes: dict[str, Box]
+    routes: list[Route]
+    width: float
+    height: float
+    title: str
+    title_xy: Point
+    scale: int = 1
+
+
+def _layers(dag: nx.DiGraph, inputs: set[str]) -> dict[str, int]:
+    """Layer of each box: ``topological_generations`` (longest path from the sources); then, from the
+    bottom up, each input and each box that no input reaches (constants, shape computations) moves down
+    to just above its first user (a label placeholder sits beside the loss, not at the top)."""
+    layer = {k: i for i, generation in enumerate(nx.topological_generations(dag)) for k in generation}
+    fed = set(inputs).union(*(nx.descendants(dag, k) for k in inputs)) if inputs else set()
+    for k in reversed(list(nx.topological_sort(dag))):
+        if dag.out_degree(k) and (k in inputs or k not in fed):
+            layer[k] = min(layer[s] for s in dag.successors(k)) - 1
+    return layer
+
+
+def _order(rows: dict[int, list[str]], pred: dict[str, list[str]], succ: dict[str, list[str]],
+           sweeps: int = 8) -> None:
+    """Order each layer by the barycenter of its neighbours' positions, sweeping down and up."""
+    position = {k: float(i) for row in rows.values() for i, k in enumerate(row)}
+    for sweep in range(sweeps):
+        down = sweep % 2 == 0
+        near = pred if down else succ
+        for level in sorted(rows, reverse=not down):
+            bary = {k: float(np.mean([position[n] for n in near[k]])) if near[k] else position[k] for k in rows[level]}
+            rows[level].sort(key=lambda k: (bary[k], position[k]))
+            position.update({k: float(i) for i, k in enumerate(rows[level])})
+
+
+def _place_rows(rows: dict[int, list[str]], width: dict[str, float], pred: dict[str, list[str]],
+                succ: dict[str, list[str]], gap: float, rounds: int = 6) -> dict[str, float]:
+    """Left edges: each node pulled toward the mean centre of its neighbours, order and gaps kept (the
+    mean of the leftmost and rightmost placements that satisfy the gaps)."""
+    left: dict[str, float] = {}
+    for row in rows.values():
+        x = 0.0
+        for k in row:
+            left[k], x = x, x + width[k] + gap
+    for r in range(rounds):
+        down = r % 2 == 0
+        near = pred if down else succ
+        for level in sorted(rows, reverse=not down):
+            row = rows[level]
+            want = [np.mean([left[n] + width[n] / 2 for n in near[k]]) - width[k] / 2 if near[k] else left[k]
+                    for k in row]
+            lo, hi = list(want), list(want)
+            for i in range(1, len(row)):
+                lo[i] = max(lo[i], lo[i - 1] + width[row[i - 1]] + gap)
+            for i in range(len(row) - 2, -1, -1):
+                hi[i] = min(hi[i], hi[i + 1] - width[row[i]] - gap)
+            for i, k in enumerate(row):
+                left[k] = (lo[i] + hi[i]) / 2
+    return left
+
+
+def layout(boxes: dict[str, Box], edges: set[tuple[str, str]], measure: Callable[[str], float], line_h: float,
+           title: str = "", title_h: float = 0.0, title_measure: Callable[[str], float] | None = None,
+           gap_x: float = 24.0, gap_y: float = 40.0, pad: float = 6.0, margin: float = 12.0) -> Layout:
+    """Place the boxes and route the edges (a layered, Sugiyama-style drawing).
+
+    Layers by :func:`networkx.topological_generations`; an edge that passes layers gets a waypoint in
+    each, so it is routed through a lane of its own beside the boxes, never across one; order in a layer
+    by barycenter sweeps; x by pulling nodes toward their neighbours. Boxes are top-aligned in their
+    layer and edges leave a box's bottom and enter the next box's top at separate ports, so two inputs
+    of an ``Add`` or ``Concat`` arrive side by side. ``measure(text)`` is a text's width.
+    """
     dag = nx.DiGraph()
     dag.add_nodes_from(boxes)
     dag.add_edges_from(edges)
-    order = list(nx.topological_sort(dag))
-    for k in order:
-        boxes[k].layer = max((boxes[p].layer + 1 for p in dag.predecessors(k)), default=0)
-    rows: dict[int, list[str]] = {}
-    for k in boxes:  # creation order first
-        rows.setdefault(boxes[k].layer, []).append(k)
-    position = {k: float(i) for row in rows.values() for i, k in enumerate(row)}
-    for sweep in range(4):
-        levels = sorted(rows) if sweep % 2 == 0 else sorted(rows, reverse=True)
-        for level in levels:
-            near = dag.predecessors if sweep % 2 == 0 else dag.successors
-            bary = {k: np.mean([position[n] for n in near(k)]) if list(near(k)) else position[k] for k in rows[level]}
-            rows[level].sort(key=lambda k: (bary[k], position[k]))
-            position.update({k: float(i) for i, k in enumerate(rows[level])})
-    for box in boxes.values():
+    layer = _layers(dag, {k for k, box in boxes.items() if box.inputs_only})
+    for k, box in boxes.items():
+        box.layer = layer[k]
         text = box.lines()
-        box.w = max(len(t) for t in text) * char_w + 2 * pad
+        box.w = max(measure(t) for t in text) + 2 * pad
         box.h = len(text) * line_h + 2 * pad
-    widths = {level: sum(boxes[k].w for k in row) + gap_x * (len(row) - 1) for level, row in rows.items()}
-    width = max(widths.values(), default=0.0) + 2 * gap_x
-    y = gap_y + line_h
+    width = {k: box.w for k, box in boxes.items()}
+    node_layer = dict(layer)
+    pred: dict[str, list[str]] = {k: [] for k in boxes}
+    succ: dict[str, list[str]] = {k: [] for k in boxes}
+    chains: list[list[str]] = []
+    for a, b in sorted(edges):
+        chain = [a]
+        for level in range(layer[a] + 1, layer[b]):
+            d = f"\0{len(node_layer)}"
+            node_layer[d], width[d], pred[d], succ[d] = level, gap_x / 2, [], []
+            chain.append(d)
+        chain.append(b)
+        for u, v in zip(chain, chain[1:]):
+            succ[u].append(v)
+            pred[v].append(u)
+        chains.append(chain)
+    rows: dict[int, list[str]] = {}
+    for k in node_layer:  # boxes in creation order, then lanes
+        rows.setdefault(node_layer[k], []).append(k)
+    _order(rows, pred, succ)
+    left = _place_rows(rows, width, pred, succ, gap_x)
+    shift = margin - min(left.values(), default=0.0)
+    left = {k: v + shift for k, v in left.items()}
+    title_w = (title_measure or measure)(title) if title else 0.0
+    canvas_w = max(max((left[k] + width[k] for k in left), default=0.0) + margin, title_w + 2 * margin)
+    top, bottom = {}, {}
+    y = margin + title_h + (margin if title else 0.0)
     for level in sorted(rows):
-        x = (width - widths[level]) / 2
-        height = max(boxes[k].h for k in rows[level])
+        height = max((boxes[k].h for k in rows[level] if k in boxes), default=0.0)
+        top[level], bottom[level] = y, y + height
         for k in rows[level]:
-            boxes[k].x, boxes[k].y = x, y + (height - boxes[k].h) / 2
-            x += boxes[k].w + gap_x
+            if k in boxes:
+                boxes[k].x, boxes[k].y = left[k], y
         y += height + gap_y
-    return width, y
-
-
-def _control_points(a: Box, b: Box) -> list[tuple[float, float]]:
-    """The cubic Bezier from the bottom middle of ``a`` to the top middle of ``b``."""
-    x0, y0, x3, y3 = a.x + a.w / 2, a.y + a.h, b.x + b.w / 2, b.y
-    bend = max((y3 - y0) / 2, 12.0)
-    return [(x0, y0), (x0, y0 + bend), (x3, y3 - bend), (x3, y3)]
-
-
-def _bezier(a: Box, b: Box, steps: int = 16) -> list[tuple[float, float]]:
-    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = _control_points(a, b)
-    t = np.linspace(0.0, 1.0, steps)
-    xs = (1 - t) ** 3 * x0 + 3 * (1 - t) ** 2 * t * x1 + 3 * (1 - t) * t**2 * x2 + t**3 * x3
-    ys = (1 - t) ** 3 * y0 + 3 * (1 - t) ** 2 * t * y1 + 3 * (1 - t) * t**2 * y2 + t**3 * y3
-    return list(zip(xs.tolist(), ys.tolist()))
+    canvas_h = y - gap_y + margin
+    centre = {k: left[k] + width[k] / 2 for k in left}
+    out_port: dict[tuple[str, str], float] = {}
+    in_port: dict[tuple[str, str], float] = {}
+    for k, box in boxes.items():
+        outs = sorted((c for c in chains if c[0] == k), key=lambda c: centre[c[1]])
+        ins = sorted((c for c in chains if c[-1] == k), key=lambda c: centre[c[-2]])
+        for i, c in enumerate(outs):
+            out_port[c[0], c[-1]] = box.x + box.w * (i + 1) / (len(outs) + 1)
+        for i, c in enumerate(ins):
+            in_port[c[0], c[-1]] = box.x + box.w * (i + 1) / (len(ins) + 1)
+    routes = []
+    for chain in chains:
+        a, b = chain[0], chain[-1]
+        x, y0 = out_port[a, b], boxes[a].y + boxes[a].h
+        route = Route(a, b, (x, y0), skip=len(chain) > 2)
+        y = bottom[layer[a]]
+        if y > y0:
+            route.pieces.append(("L", (x, y)))
+        for node in chain[1:]:
+            x1, y1 = (in_port[a, b], boxes[b].y) if node == b else (centre[node], top[node_layer[node]])
+            bend = (y1 - y) / 2
+            route.pieces.append(("C", (x, y + bend), (x1, y1 - bend), (x1, y1)))
+            x, y = x1, y1
+            if node != b and bottom[node_layer[node]] > y:
+                y = bottom[node_layer[node]]
+                route.pieces.append(("L", (x, y)))
+        routes.append(route)
+    return Layout(boxes, routes, canvas_w, canvas_h, title, (margin, margin))
 
 
 def _title(obj: Any, depth: int | None) -> str:
     found = _graph_and_names(obj)
     name = found[0].name if found else type(obj).__name__
-    return f"{name}: " + (f"scopes collapsed to depth {depth}" if depth else "every op") + " (frozen parts are blue)"
+    return (f"{name}: " + (f"scopes collapsed to depth {depth}" if depth else "every op")
+            + " (frozen parts are blue, skip connections purple)")
 
 
 # --------------------------------------------------------------------------------------------- SVG
 _FILL = {"input": "#fff4d6", "op": "#f4f6fa", "frozen": "#d7e8fb"}
+_EDGE, _SKIP = "#555555", "#7b3fb5"
+SVG_FONT_SIZE, SVG_CHAR_W, SVG_LINE_H = 12, 7.3, 15.0  # monospace: a character is 0.6 em wide
 
 
 def _kind(box: Box) -> str:
     return "input" if box.inputs_only else ("frozen" if box.frozen else "op")
 
 
+def plan(obj: Any, depth: int | None = None, target: str = "svg") -> Layout:
+    """The laid-out picture of ``obj`` in the units of ``target``: ``"svg"`` (monospace text) or
+    ``"png"`` (pixels, text measured in Pillow's default font at twice the size when the picture fits)."""
+    boxes, edges = scope_graph(obj, depth)
+    title = _title(obj, depth)
+    if target == "svg":
+        def measure(text: str) -> float:
+            return len(text) * SVG_CHAR_W
+
+        return layout(boxes, edges, measure, SVG_LINE_H, title, SVG_LINE_H)
+    if target != "png":
+        raise GraphDNNError(f"plan() draws for 'svg' or 'png', not {target!r}")
+    for scale in (2, 1):
+        measure, title_measure = partial(_px_width, size=12 * scale), partial(_px_width, size=14 * scale)
+        found = layout(boxes, edges, measure, 15.0 * scale, title, 16.0 * scale, title_measure,
+                       20.0 * scale, 36.0 * scale, 6.0 * scale, 12.0 * scale)
+        if found.width * found.height <= MAX_PNG_PIXELS / (3 if scale == 2 else 1):
+            found.scale = scale
+            return found
+    raise GraphDNNError(f"the picture would be {found.width:.0f}x{found.height:.0f} pixels; collapse more scopes "
+                        "with a smaller depth, or write an .svg")
+
+
+def _px_width(text: str, size: int) -> float:
+    from graphdnn.raster import text_width
+
+    return text_width(text, size)
+
+
+def _svg_path(route: Route) -> str:
+    parts = [f"M {route.start[0]:.1f} {route.start[1]:.1f}"]
+    for piece in route.pieces:
+        parts.append(piece[0] + " " + " ".join(f"{x:.1f} {y:.1f}" for x, y in piece[1:]))
+    return " ".join(parts)
+
+
 def render_svg(obj: Any, depth: int | None = None) -> str:
     """The SVG text of the picture of ``obj`` (a graph or compiled module)."""
-    boxes, edges = scope_graph(obj, depth)
-    char_w, line_h = 7.3, 15.0
-    width, height = layout(boxes, edges, char_w, line_h)
+    pic = plan(obj, depth, "svg")
+    width, height, line_h = pic.width, pic.height, SVG_LINE_H
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-           f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="monospace" font-size="12">',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
+           f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="monospace" font-size="{SVG_FONT_SIZE}">',
+           '<defs>' + "".join(
+               f'<marker id="{name}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+               f'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="{color}"/></marker>'
+               for name, color in (("arrow", _EDGE), ("skip-arrow", _SKIP))) + '</defs>',
            '<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="12" y="{line_h + 4:.0f}" font-weight="bold">{html.escape(_title(obj, depth))}</text>']
-    for a, b in sorted(edges):
-        (x0, y0), (x1, y1), (x2, y2), (x3, y3) = _control_points(boxes[a], boxes[b])
-        out.append(f'<path d="M {x0:.1f} {y0:.1f} C {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f} {x3:.1f} {y3:.1f}" '
-                   'fill="none" stroke="#555" stroke-width="1.2" marker-end="url(#arrow)"/>')
-    for box in boxes.values():
+           f'<text class="title" x="{pic.title_xy[0]:.0f}" y="{pic.title_xy[1] + line_h * 0.8:.0f}" '
+           f'font-weight="bold">{html.escape(pic.title)}</text>']
+    for route in pic.routes:
+        color, marker, kind = (_SKIP, "skip-arrow", "skip") if route.skip else (_EDGE, "arrow", "edge")
+        out.append(f'<path class="{kind}" d="{_svg_path(route)}" fill="none" stroke="{color}" '
+                   f'stroke-width="{1.6 if route.skip else 1.2}" marker-end="url(#{marker})">'
+                   f"<title>{html.escape(route.source)} -&gt; {html.escape(route.target)}</title></path>")
+    for box in pic.boxes.values():
         kind = _kind(box)
         dash = ' stroke-dasharray="5,3"' if kind == "frozen" else ""
         radius = 10 if kind == "input" else 4
@@ -233,86 +407,43 @@ def render_svg(obj: Any, depth: int | None = None) -> str:
 
 # --------------------------------------------------------------------------------------------- PNG
 _RGB = {"input": (255, 244, 214), "op": (244, 246, 250), "frozen": (215, 232, 251)}
+_EDGE_RGB, _SKIP_RGB, _FRAME_RGB = (85, 85, 85), (123, 63, 181), (51, 51, 51)
 
 
-class _Canvas:
-    """An RGB pixel buffer with rectangles, lines and bitmap-font text."""
+def _png_canvas(obj: Any, depth: int | None) -> Any:
+    from graphdnn.raster import Canvas
 
-    def __init__(self, width: int, height: int) -> None:
-        self.pixels = np.full((height, width, 3), 255, dtype=np.uint8)
-
-    def fill(self, x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int]) -> None:
-        h, w = self.pixels.shape[:2]
-        self.pixels[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)] = color
-
-    def frame(self, x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int], dashed: bool, t: int) -> None:
-        for a, b, c, d in ((x0, y0, x1, y0 + t), (x0, y1 - t, x1, y1), (x0, y0, x0 + t, y1), (x1 - t, y0, x1, y1)):
-            if not dashed:
-                self.fill(a, b, c, d, color)
-                continue
-            horizontal = c - a > d - b
-            span = range(a, c, 8 * t) if horizontal else range(b, d, 8 * t)
-            for s in span:
-                if horizontal:
-                    self.fill(s, b, min(s + 5 * t, c), d, color)
-                else:
-                    self.fill(a, s, c, min(s + 5 * t, d), color)
-
-    def line(self, points: list[tuple[float, float]], color: tuple[int, int, int], t: int) -> None:
-        h, w = self.pixels.shape[:2]
-        for (xa, ya), (xb, yb) in zip(points, points[1:]):
-            n = int(max(abs(xb - xa), abs(yb - ya))) + 1
-            xs = np.clip(np.rint(np.linspace(xa, xb, n)).astype(int), 0, w - 1)
-            ys = np.clip(np.rint(np.linspace(ya, yb, n)).astype(int), 0, h - 1)
-            for dx in range(t):
-                self.pixels[ys, np.clip(xs + dx, 0, w - 1)] = color
-
-    def text(self, x: int, y: int, text: str, scale: int, color: tuple[int, int, int] = (20, 20, 20)) -> None:
-        from graphdnn.train.font import render_text
-
-        mask = render_text(text, scale=scale)
-        h, w = self.pixels.shape[:2]
-        mh, mw = min(mask.shape[0], h - y), min(mask.shape[1], w - x)
-        if mh > 0 and mw > 0:
-            self.pixels[y:y + mh, x:x + mw][mask[:mh, :mw]] = color
+    pic = plan(obj, depth, "png")
+    s = pic.scale
+    canvas = Canvas(int(np.ceil(pic.width)), int(np.ceil(pic.height)))
+    canvas.text(pic.title_xy[0], pic.title_xy[1], pic.title, (20, 20, 20), 14 * s)
+    for route in pic.routes:
+        color = _SKIP_RGB if route.skip else _EDGE_RGB
+        points = route.points()
+        canvas.line(points, color, (2 if route.skip else 1) * s)
+        xe, ye = points[-1]
+        canvas.polygon([(xe - 4 * s, ye - 7 * s), (xe, ye), (xe + 4 * s, ye - 7 * s)], color)
+    for box in pic.boxes.values():
+        kind = _kind(box)
+        canvas.rect(box.x, box.y, box.x + box.w, box.y + box.h, fill=_RGB[kind], outline=_FRAME_RGB, width=s,
+                    radius=(8 if kind == "input" else 3) * s, dashed=kind == "frozen")
+        for i, text in enumerate(box.lines()):
+            canvas.text(box.x + 6 * s, box.y + 6 * s + 15 * s * i + s, text, (20, 20, 20), 12 * s)
+    return canvas
 
 
 def render_png(obj: Any, depth: int | None = None) -> np.ndarray:
-    """The picture of ``obj`` as an ``(H, W, 3)`` uint8 image (bitmap font, 2x scale when it fits)."""
-    boxes, edges = scope_graph(obj, depth)
-    width, height = layout(boxes, edges, 6.0, 11.0, gap_x=16, gap_y=28, pad=5)
-    pixels = width * height
-    if pixels > MAX_PNG_PIXELS:
-        raise GraphDNNError(f"the picture would be {width:.0f}x{height:.0f} pixels; collapse more scopes with a "
-                            "smaller depth, or write an .svg")
-    s = 2 if pixels * 4 <= MAX_PNG_PIXELS / 3 else 1
-    canvas = _Canvas(int(width * s) + 1, int(height * s) + 1)
-    canvas.text(8 * s, 8 * s, _title(obj, depth), s)
-    grey = (85, 85, 85)
-    for a, b in sorted(edges):
-        pts = [(x * s, y * s) for x, y in _bezier(boxes[a], boxes[b])]
-        canvas.line(pts, grey, s)
-        (xe, ye) = pts[-1]
-        canvas.line([(xe - 4 * s, ye - 6 * s), (xe, ye), (xe + 4 * s, ye - 6 * s)], grey, s)
-    for box in boxes.values():
-        kind = _kind(box)
-        x0, y0, x1, y1 = (int(v * s) for v in (box.x, box.y, box.x + box.w, box.y + box.h))
-        canvas.fill(x0, y0, x1, y1, _RGB[kind])
-        canvas.frame(x0, y0, x1, y1, (51, 51, 51), kind == "frozen", s)
-        for i, text in enumerate(box.lines()):
-            canvas.text(x0 + 5 * s, y0 + (5 + 11 * i) * s + 2 * s, text, s)
-    return canvas.pixels
+    """The picture of ``obj`` as an ``(H, W, 3)`` uint8 image (needs Pillow: the ``draw`` extra)."""
+    return _png_canvas(obj, depth).pixels()
 
 
 def draw(obj: Any, path: str | os.PathLike, depth: int | None = None) -> Path:
-    """Write the picture of ``obj`` to ``path``: ``.svg`` or ``.png`` (chosen by the suffix)."""
+    """Write the picture of ``obj`` to ``path``: ``.svg`` or ``.png`` (chosen by the suffix; PNG needs Pillow)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".svg":
         data = render_svg(obj, depth).encode("utf-8")
         return atomic_write(path, lambda f: f.write(data))
     if suffix == ".png":
-        from graphdnn.train.png import write_png
-
-        return write_png(path, render_png(obj, depth))
+        return _png_canvas(obj, depth).save(path)
     raise GraphDNNError(f"{path}: draw writes .svg or .png pictures; choose one of those suffixes")

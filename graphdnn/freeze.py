@@ -1,8 +1,8 @@
 """Freezing by name: ``freeze(model, "hidden[12]")``, ``unfreeze``, trainable-parameter selection.
 
 A frozen variable has the attribute ``frozen`` in the graph (saved with it) and ``requires_grad=False``;
-``Graph.trainable_variables`` leaves it out, ``trainable_parameters`` and ``make_optimizer`` never
-hand it to an optimizer, so its value stays bit-identical however long the rest trains.
+``Graph.trainable_variables`` leaves it out, ``trainable_parameters`` and ``graphdnn.make_optimizer``
+never hand it to an optimizer, so its value stays bit-identical however long the rest trains.
 
 **Frozen batch norm keeps its moving statistics.** When every variable of a batch-norm op is frozen
 (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``: freeze the layer's whole scope), the op
@@ -50,12 +50,28 @@ def _matcher(pattern: Pattern):
     return names.__contains__
 
 
+def _hint(pattern: Pattern, graph: Graph) -> str:
+    from graphdnn.suggest import did_you_mean
+
+    names = [v.name for v in graph.variables()]
+    if isinstance(pattern, (str, re.Pattern)):
+        return did_you_mean(pattern.pattern if isinstance(pattern, re.Pattern) else pattern, names, scopes=True)
+    unknown = sorted(set(pattern or ()) - set(names))
+    return did_you_mean(unknown[0], names) if unknown else ""
+
+
 def _set(target: Any, pattern: Pattern, frozen: bool) -> list[str]:
     graph, module = _split(target)
     match = _matcher(pattern)
     names = [v.name for v in graph.variables() if match(v.name)]
+    if pattern is not None and not isinstance(pattern, (str, re.Pattern)):
+        unknown = sorted(set(pattern) - {v.name for v in graph.variables()})
+        if unknown:
+            raise GraphError(f"{unknown[:10]} are not variables of graph {graph.name!r}{_hint(unknown, graph)} "
+                             "(a list holds exact names, a string is a regex)")
     if not names:
-        raise GraphError(f"pattern {pattern!r} matches no variable of graph {graph.name!r}")
+        raise GraphError(f"pattern {pattern!r} matches no variable of graph {graph.name!r}"
+                         f"{_hint(pattern, graph)}")
     for name in names:
         op = graph.get_operation(name)
         if frozen:
@@ -138,15 +154,4 @@ def trainable_parameters(target: Any, scope: str | None = None) -> list[torch.nn
             and not graph.get_operation(n).attrs.get("frozen")]
 
 
-def make_optimizer(name: str, target: Any, lr: float | None = None, *, scope: str | None = None,
-                   **kwargs: Any) -> torch.optim.Optimizer:
-    """``graphdnn.train.make_optimizer`` over ``trainable_parameters(target, scope)`` only."""
-    from graphdnn.train.optimizers import make_optimizer as _make
-
-    params = trainable_parameters(target, scope)
-    if not params:
-        raise GraphError(f"no trainable parameter{' matches ' + repr(scope) if scope else ''}: everything is frozen")
-    return _make(name, params, lr, **kwargs)
-
-
-__all__ = ["freeze", "frozen_variables", "make_optimizer", "stop_gradient_after", "trainable_parameters", "unfreeze"]
+__all__ = ["freeze", "frozen_variables", "stop_gradient_after", "trainable_parameters", "unfreeze"]

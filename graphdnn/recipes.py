@@ -83,19 +83,19 @@ class DNN:
         return compile(self.graph, inputs=[self.X], outputs=[self.logits])
 
     def make_optimizer(self, model: CompiledGraph | None = None) -> torch.optim.Optimizer:
-        """The suggested optimizer over the trainable, unfrozen parameters. For FTRL, its L1 strength
-        (``optimizer_kwargs["l1_regularization_strength"]``) applies to kernels only."""
+        """The recipe's optimizer, from ``graphdnn.make_optimizer`` over the trainable, unfrozen parameters.
+        For FTRL, its L1 strength (``optimizer_kwargs["l1_regularization_strength"]``) applies to kernels only."""
         from graphdnn.freeze import trainable_parameters
         from graphdnn.train.optimizers import make_optimizer
 
         target = model if model is not None else self.graph
-        params = trainable_parameters(target)
-        if not params:
-            raise GraphError("no trainable parameter: everything is frozen")
         kwargs = dict(self.optimizer_kwargs)
         l1 = kwargs.pop("l1_regularization_strength", 0.0) if self.optimizer == "ftrl" else 0.0
         if not l1:
-            return make_optimizer(self.optimizer, params, self.lr, **kwargs)
+            return make_optimizer(self.optimizer, target, self.lr, **kwargs)
+        params = trainable_parameters(target)
+        if not params:
+            raise GraphError("no trainable parameter: everything is frozen")
         kernels = {id(p) for p in trainable_parameters(target, r".*/kernel$")}
         groups = [{"params": [p for p in params if id(p) in kernels], "l1_regularization_strength": l1},
                   {"params": [p for p in params if id(p) not in kernels]}]

@@ -16,6 +16,13 @@ Filters match the *target* names (after renaming) like TF's scope filter: a stri
 matched at the start of the name (``"hidden[123]"``); a list, tuple or set holds exact names.
 ``rename`` is ``[(pattern, replacement), ...]`` (the first rule whose pattern is found applies,
 ``re.sub`` style, like TF's assignment map), a ``{source: target}`` dict, or a callable.
+
+Without ``rename``, a graph's own record of source names applies: ``graph.meta["weight_sources"]``
+(``{source name: [variable, "same" | "transpose"]}``, written by ``graphdnn.from_torch`` for state-dict keys and
+by the ONNX import for parameters the torch exporters renamed) renames and transposes on the way, a second
+source name for an already filled variable (tied weights) is noted, and the names in
+``graph.meta["weight_sources_folded"]`` (folded by an exporter beyond recovery) are left out and listed in
+``report.folded``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from graphdnn.dtypes import dtype_name, torch_dtype
 from graphdnn.errors import GraphError, RestoreError
 from graphdnn.graph import Graph
+from graphdnn.suggest import did_you_mean
 
 Shape = tuple[int, ...]
 Filter = str | re.Pattern | Iterable[str] | None
@@ -114,7 +122,8 @@ def as_source(source: Any) -> tuple[TensorSource, str]:
             from graphdnn.checkpoint import TensorFile
 
             return TensorFile(path), str(path)
-        if path.name.lower().endswith((".pt", ".pth", ".bin", ".npz")) or _is_tf_checkpoint(path):
+        if (path.name.lower().endswith((".pt", ".pth", ".bin", ".npz")) or (path / "config.json").is_file()
+                or _is_tf_checkpoint(path)):  # (a folder with config.json: Hugging Face save_pretrained)
             from converters.named_tensors import read_named_tensors
 
             return read_named_tensors(path), str(path)
@@ -158,6 +167,8 @@ class RestoreReport:
     cast: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Layout and semantics conversions a foreign-weights loader made (name -> what was done).
     converted: dict[str, str] = field(default_factory=dict)
+    #: Weights an exporter folded with other constants beyond recovery (name -> what happened).
+    folded: dict[str, str] = field(default_factory=dict)
     pairs: dict[str, str] = field(default_factory=dict, repr=False)
     shapes: dict[str, Shape | None] = field(default_factory=dict, repr=False)
 
@@ -185,6 +196,7 @@ class RestoreReport:
                  for t, s, d in self.shape_mismatched]
         rows += [("missing", t, None, _shape(self.shapes.get(t))) for t in self.missing]
         rows += [("unexpected", None, s, "") for s in self.unexpected]
+        rows += [("folded", t, None, note) for t, note in self.folded.items()]
         if show_skipped:
             rows += [("skipped", None, s, "") for s in self.skipped]
         return [(a, _show(b), _show(c), d) for a, b, c, d in rows]
@@ -252,7 +264,8 @@ def match_names(
     if include is not None and not isinstance(include, (str, re.Pattern)):
         unknown = sorted(set(include) - set(target))
         if unknown:
-            raise RestoreError(f"include names {unknown[:10]} are not variables of the target; check the spelling "
+            raise RestoreError(f"include names {unknown[:10]} are not variables of the target"
+                               f"{did_you_mean(unknown[0], target)}; check the spelling "
                                "(a list holds exact names, a string is a regex)")
     claimed: dict[str, str] = {}
     for s_name, s_shape in source.items():
@@ -348,7 +361,8 @@ def restore(
     module) and return the report.
 
     ``strict`` makes missing (selected target variables with no source) and unexpected (selected
-    source tensors with no target) names an error; a shape mismatch is an error unless
+    source tensors with no target) names an error, and an ``include`` that selects no variable (the
+    message suggests close names); ``strict=False`` accepts all three. A shape mismatch is an error unless
     ``skip_mismatched``. ``dtype`` None casts values to each variable's dtype (casts are reported);
     a dtype converts the restored variables to it. ``convert(target_name, tensor, target_shape)``
     is a per-variable layout hook (transpose a foreign kernel...), applied before the shape check.
@@ -357,9 +371,22 @@ def restore(
     src, label = as_source(source)
     want_dtype = torch_dtype(dtype) if dtype is not None else None
     s_names = src.names()
+    plan = _SourcePlan(tgt, s_names) if rename is None else None
+    if plan is not None and plan.active:
+        rename, s_names = plan.rename, [n for n in s_names if n not in plan.tied and n not in plan.left_out]
+        convert = plan.converter(convert)
+    else:
+        plan = None
     s_specs = {n: (None if convert is not None else src.info(n)[0]) for n in s_names}
     report = match_names(tgt.specs(), s_specs, include=include, exclude=exclude, rename=rename, label=label)
+    if plan is not None:
+        plan.annotate(report)
     report.skipped.extend(getattr(src, "excluded", ()))  # what a foreign source leaves out (optimizer slots...)
+    if strict and include is not None and not report.pairs and not report.missing:
+        raise RestoreError(f"include {_pattern(include)} matches no variable of the target"
+                           f"{did_you_mean(_pattern(include, quote=False), tgt.names, scopes=True)}; nothing was "
+                           "restored (a string is a regex matched at the start of names; pass strict=False to "
+                           "accept restoring nothing)")
     _check(report, strict, skip_mismatched)
     mismatched = {t for t, _, _ in report.shape_mismatched}
     todo = {t: s for t, s in report.pairs.items() if t not in mismatched}
@@ -394,6 +421,114 @@ def restore(
     return report
 
 
+#: ``graph.meta`` key of the source names a converter recorded: ``{source name: [variable, layout]}``, layout
+#: ``"same"`` or ``"transpose"`` (see ``converters.onnx_names`` and ``converters.torch_export``).
+WEIGHT_SOURCES = "weight_sources"
+#: ``graph.meta`` key of the weights an exporter folded beyond recovery: ``{name: what happened}``.
+WEIGHT_SOURCES_FOLDED = "weight_sources_folded"
+
+
+class _SourcePlan:
+    """Source names a graph knows under other names (``graph.meta["weight_sources"]``): the rename to the
+    variable (it wins over a variable of the same name: an exporter may have given a parameter's name to
+    another tensor), the layout conversion, source names tied to a variable another source name fills, and
+    source names an exporter folded beyond recovery (``graph.meta["weight_sources_folded"]``, left out)."""
+
+    def __init__(self, tgt: _Target, s_names: list[str]) -> None:
+        known: dict[str, list[str]] = tgt.graph.meta.get(WEIGHT_SOURCES) or {}
+        self.folded: dict[str, str] = dict(tgt.graph.meta.get(WEIGHT_SOURCES_FOLDED) or {})
+        targets = set(tgt.names)
+        self.rename: dict[str, str] = {}
+        self.transposed: dict[str, str] = {}
+        self.tied: dict[str, str] = {}
+        self.left_out: set[str] = {n for n in s_names if n in self.folded}
+        claimed: dict[str, str] = {}
+        for s in s_names:
+            if s in self.left_out:
+                continue
+            if s in known and known[s][0] in targets:
+                var, layout = known[s][0], known[s][1]
+            elif s in targets:
+                var, layout = s, "same"
+            else:
+                continue
+            if var in claimed:
+                self.tied[s] = claimed[var]
+                continue
+            claimed[var] = s
+            self.rename[s] = var
+            if layout == "transpose":
+                self.transposed[var] = s
+
+    @property
+    def active(self) -> bool:
+        return bool(self.transposed or self.tied or self.left_out or any(k != v for k, v in self.rename.items()))
+
+    def converter(self, convert: Convert) -> Convert:
+        if not self.transposed:
+            return convert
+
+        def transposing(name: str, value: torch.Tensor, shape: Shape | None) -> torch.Tensor:
+            if name in self.transposed and value.dim() == 2:
+                value = value.t()
+            return value if convert is None else _as_tensor(convert(name, value, shape), name)
+
+        return transposing
+
+    def annotate(self, report: RestoreReport) -> None:
+        for var, s in self.transposed.items():
+            if var in report.pairs:
+                report.converted[var] = f"transposed from {s}"
+        for s, first in self.tied.items():
+            var = self.rename.get(first, first)
+            report.converted[var] = (report.converted.get(var, "") + f" tied to {s}").strip()
+        report.folded.update(self.folded)
+
+
+def _pattern(f: Filter, quote: bool = True) -> str:
+    text = f.pattern if isinstance(f, re.Pattern) else f if isinstance(f, str) else ", ".join(sorted(map(str, f)))
+    return repr(text) if quote else text
+
+
+def initialize(target: Any, include: Filter = None, *, overwrite: bool = False) -> list[str]:
+    """Give variables fresh values drawn from their initializers (TF's ``global_variables_initializer``);
+    returns their names. ``target`` is a Graph or a compiled module (its graph's variables; modules share
+    them). ``include`` selects variables like ``restore``'s filter: a regex matched at the start of names
+    (``"hidden[12]"``) or a list of exact names; a filter matching nothing is an error. Variables that
+    already have a value keep it unless ``overwrite`` (then they are redrawn in place, so every module
+    compiled from the graph sees the new values)."""
+    from graphdnn import initializers
+
+    tgt = _Target(target)
+    selected = _selector(include, None)
+    chosen = [n for n in tgt.names if selected(n)]
+    if include is not None and not chosen:
+        raise GraphError(f"include {_pattern(include)} matches no variable"
+                         f"{did_you_mean(_pattern(include, quote=False), tgt.names, scopes=True)}")
+    if include is not None and not isinstance(include, (str, re.Pattern)):
+        unknown = sorted(set(include) - set(tgt.names))
+        if unknown:
+            raise GraphError(f"include names {unknown[:10]} are not variables{did_you_mean(unknown[0], tgt.names)}")
+    graph = tgt.graph
+    todo = [n for n in chosen if overwrite or n not in graph.values]
+    plan = []
+    for name in todo:  # check every spec before drawing anything
+        op = graph.get_operation(name)
+        spec = op.attrs.get("initializer") or {}
+        if spec.get("type") in (None, "value"):
+            raise GraphError(f"variable {name!r} has no initializer to draw a value from (it held a loaded value); "
+                             "give it one with graphdnn.restore(graph, source) or graph.set_value(name, value)")
+        plan.append((op, spec))
+    for op, spec in plan:
+        value = initializers.materialize(spec, tuple(op.attrs["shape"]), op.attrs["dtype"], op.attrs.get("layout"))
+        if tgt.module is not None and op.name in tgt.module.variable_names:
+            with torch.no_grad():
+                tgt.module.variable(op.name).copy_(value)
+        else:
+            graph.set_value(op.name, value)
+    return [op.name for op, _ in plan]
+
+
 def _check(report: RestoreReport, strict: bool, skip_mismatched: bool) -> None:
     problems = []
     if report.shape_mismatched and not skip_mismatched:
@@ -404,4 +539,5 @@ def _check(report: RestoreReport, strict: bool, skip_mismatched: bool) -> None:
         raise RestoreError("; ".join(problems) + "; nothing was restored\n" + report.table())
 
 
-__all__ = ["LazyTensor", "MappingSource", "RestoreReport", "TensorSource", "as_source", "match_names", "restore"]
+__all__ = ["LazyTensor", "MappingSource", "RestoreReport", "TensorSource", "as_source", "initialize", "match_names",
+           "restore"]

@@ -233,18 +233,27 @@ def summary_data(obj: Any, depth: int | None = None) -> dict[str, Any]:
     graph, ops, names = found
     rows: dict[str, SummaryRow] = {}
     groups: dict[str, str] = {}
+    last: str | None = None
+    current: dict[str, str] = {}  # scope -> the key of its latest row
+    owners = variable_owners(graph, ops)
+    layers = {layer_key(owner, depth) for owner in owners.values()}  # scopes holding a layer's variables
     for op in ops:
         if is_reader(graph, op):
             continue
-        key = op.name if op.is_placeholder else layer_key(op.name, depth)
+        scope = op.name if op.is_placeholder else layer_key(op.name, depth)
+        if scope != last and scope in current and scope not in layers:
+            # ops of a plain name scope (``dnn/Elu`` between layers) resumed after other layers: a row in place
+            current[scope] = f"{scope}\x00{len(rows)}"
+        key = current.setdefault(scope, scope)
+        last = scope
         groups[op.name] = key
-        row = rows.setdefault(key, SummaryRow(key, [], 0, None, ""))
+        row = rows.setdefault(key, SummaryRow(scope, [], 0, None, ""))
         row.ops += 1
         if op.type not in row.types:
             row.types.append(op.type)
     _outputs(graph, ops, groups, rows)
     records = {r.name: r for r in variable_records(obj)}
-    for var, owner in variable_owners(graph, ops).items():
+    for var, owner in owners.items():
         if var not in records:
             continue
         key = groups.get(owner) or layer_key(var, depth)

@@ -43,7 +43,8 @@ def _model(op_type, inputs, attrs=None, opset=20, n_outputs=1, consts=()):
 def _graphdnn(model, feeds):
     graph = load_onnx(model)
     module = gd.compile(graph, inputs=graph.meta["onnx"]["inputs"], outputs=graph.meta["onnx"]["outputs"]).eval()
-    args = [v if v.dtype == object else torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()]
+    args = [v if v.dtype == object else torch.from_numpy(np.ascontiguousarray(v)).reshape(v.shape)
+            for v in feeds.values()]  # (ascontiguousarray makes a 0-d array 1-d)
     with torch.no_grad():
         out = module(*args)
     out = out if isinstance(out, tuple) else (out,)

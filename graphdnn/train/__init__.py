@@ -4,6 +4,7 @@ training under torchrun (``graphdnn.train.distributed``)."""
 
 from __future__ import annotations
 
+from ..raster import write_png
 from .augment import (
     Compose,
     RandomBrightnessContrast,
@@ -12,7 +13,7 @@ from .augment import (
     RandomShift,
     Transform,
 )
-from .callbacks import Callback
+from .callbacks import Callback, CSVLogger, TensorBoard
 from .clipping import clip_gradients_by_global_norm, clip_gradients_by_value
 from .constraints import MaxNorm, clip_by_norm, max_norm_
 from .distributed import SaveCheckpoint
@@ -23,7 +24,6 @@ from .history import History
 from .losses import accuracy, get_loss, get_metric
 from .optimizers import DEFAULT_LEARNING_RATES, OPTIMIZER_NAMES, make_optimizer, trainable
 from .plot import plot_learning_curves, render_learning_curves
-from .png import encode_png, write_png
 from .progress import ProgressBar
 from .regularizers import (
     l1_l2_regularizer,
@@ -36,6 +36,8 @@ from .regularizers import (
 from .schedules import ExponentialDecay, PiecewiseConstant, PowerDecay, performance_scheduling
 
 __all__ = [
+    "CSVLogger",
+    "TensorBoard",
     "DEFAULT_LEARNING_RATES",
     "FTRL",
     "OPTIMIZER_NAMES",
@@ -58,7 +60,6 @@ __all__ = [
     "clip_by_norm",
     "clip_gradients_by_global_norm",
     "clip_gradients_by_value",
-    "encode_png",
     "evaluate",
     "fit",
     "get_loss",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from graphdnn.errors import InputError
 
 __all__ = [
     "ArrayLike",
@@ -27,9 +30,11 @@ DataSource = Iterable[Any] | tuple[ArrayLike, ArrayLike]
 
 def model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device of the model's first parameter or buffer and its first floating dtype (else CPU, float32)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    device = tensors[0].device if tensors else torch.device("cpu")
-    floating = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    first = next(tensors, None)
+    device = first.device if first is not None else torch.device("cpu")
+    floating = next((t.dtype for t in itertools.chain([first] if first is not None else [], tensors)
+                     if t.is_floating_point()), torch.float32)
     return device, floating
 
 
@@ -42,7 +47,14 @@ def as_tensor(value: ArrayLike, float_dtype: torch.dtype | None = None) -> Tenso
 
 
 class TensorBatches:
-    """Mini-batches of in-memory ``x`` (and optional ``y``); reshuffled on every pass when ``shuffle``."""
+    """Mini-batches of in-memory ``x`` (and optional ``y``); reshuffled on every pass when ``shuffle``.
+
+    A shuffled pass draws ``torch.randperm(len(x), generator=generator)`` and yields the samples in that
+    order: it gathers the whole pass once into contiguous tensors (up to ``gather_limit`` bytes, else one
+    ``index_select`` per batch) and yields slices of them, so a batch costs no per-sample indexing.
+    """
+
+    gather_limit = 1 << 28
 
     def __init__(
         self,
@@ -55,7 +67,7 @@ class TensorBatches:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         if y is not None and len(x) != len(y):
-            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+            raise InputError(f"x has {len(x)} samples but y has {len(y)}; pass one label per sample")
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.generator = shuffle, generator
 
@@ -63,14 +75,20 @@ class TensorBatches:
         return (len(self.x) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor | None]]:
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                index: slice | Tensor = slice(start, start + self.batch_size)
+        n, size = len(self.x), self.batch_size
+        columns = [self.x] if self.y is None else [self.x, self.y]
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+            if sum(c.numel() * c.element_size() for c in columns) <= self.gather_limit:
+                columns = [c.index_select(0, order.to(c.device)) for c in columns]
             else:
-                index = order[start : start + self.batch_size]
-            yield self.x[index], (None if self.y is None else self.y[index])
+                for start in range(0, n, size):
+                    index = order[start : start + size]
+                    batch = [c.index_select(0, index.to(c.device)) for c in columns]
+                    yield batch[0], (batch[1] if len(batch) > 1 else None)
+                return
+        for start in range(0, n, size):
+            yield columns[0][start : start + size], (columns[1][start : start + size] if len(columns) > 1 else None)
 
 
 def make_batches(
@@ -84,13 +102,25 @@ def make_batches(
     float_dtype: torch.dtype | None,
     what: str,
 ) -> Iterable[Any]:
-    """Batches from exactly one of ``x``/``y`` arrays or ``data`` (an ``(x, y)`` pair or any iterable of
-    batches such as a ``DataLoader``, used as is)."""
+    """Batches from exactly one of ``x``/``y`` arrays or ``data``: an ``(x, y)`` pair, a dataset holding two
+    aligned tensors (``TensorDataset``, a frozen-layer cache of one input and the labels) batched like arrays,
+    or any iterable of batches such as a ``DataLoader``, used as is."""
     if data is not None and x is not None:
         raise ValueError(f"{what}: pass either x/y or data, not both")
     if data is None and x is None:
         raise ValueError(f"{what}: no data (pass x and y, or data=)")
-    if isinstance(data, tuple) and len(data) == 2:
+    tensors = getattr(data, "tensors", None)  # a TensorDataset or a cached dataset of (inputs, labels)
+    if isinstance(data, torch.utils.data.Dataset) and isinstance(tensors, (list, tuple)) and len(tensors) == 2:
+        x, y = tensors
+    elif isinstance(data, torch.utils.data.Dataset) and isinstance(tensors, (list, tuple)) and what != "predict":
+        names = getattr(data, "names", None)
+        held = f" ({', '.join(names)})" if names else ""
+        if len(tensors) == 1:
+            raise InputError(f"{what}: the dataset holds no labels, only inputs{held}; cache the labels with the "
+                             "inputs (cache_frozen(model, (X, y))) or pass y")
+        raise InputError(f"{what}: the dataset holds {len(tensors)} tensors{held}; {what} feeds a model one input "
+                         "and scores it against labels: pass data=(x, y)")
+    elif isinstance(data, tuple) and len(data) == 2:
         x, y = data
     elif data is not None:
         return data
@@ -112,8 +142,14 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
 def resolve_output(model: nn.Module, output: int | str | None) -> int | str | None:
     """Turn an output *name* into its position when the model lists ``output_names`` (compiled graphs)."""
     names = getattr(model, "output_names", None)
-    if isinstance(output, str) and isinstance(names, Sequence) and output in names:
-        return list(names).index(output)
+    if isinstance(output, str) and isinstance(names, Sequence) and names:
+        for candidate in (output, output + ":0"):
+            if candidate in names:
+                return list(names).index(candidate)
+        from graphdnn.suggest import did_you_mean
+
+        raise InputError(f"output {output!r} is not among the model's outputs {list(names)}"
+                         f"{did_you_mean(output, names)}")
     return output
 
 

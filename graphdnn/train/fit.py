@@ -1,9 +1,14 @@
 """``fit``, ``evaluate`` and ``predict``: a Keras-like loop over any ``torch.nn.Module``.
 
 Hooks used when the model has them (compiled graphdnn graphs do): ``model.regularization_loss()`` is added
-to the loss at every step, and ``model.apply_constraints()`` (max-norm) runs after every optimizer step.
-Training steps run in ``model.train()`` mode, validation and prediction in ``model.eval()``; each function
-puts the model back in the mode it found it in.
+to the loss at every step, and ``model.apply_constraints()`` (max-norm) runs after every optimizer step; a
+compiled graph's L1/L2 penalties and max-norm constraints are applied by equivalent multi-tensor ops instead
+(see :mod:`graphdnn.train.hooks`). Training steps run in ``model.train()`` mode, validation and prediction in
+``model.eval()``; each function puts the model back in the mode it found it in.
+
+Reading order: :func:`fit` sets a run up; :class:`_TrainStep` is one optimizer step; :func:`_train_epoch`
+is one pass over the batches (per-batch values stay on the device until the epoch ends);
+:class:`_EpochEnd` validates, schedules, records, stops early and calls the epoch-end callbacks.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from graphdnn.errors import InputError
+
 from .batches import (
     ArrayLike,
     DataSource,
+    TensorBatches,
+    as_tensor,
     make_batches,
     model_device,
     resolve_output,
@@ -31,6 +40,7 @@ from .clipping import clip_gradients_by_global_norm, clip_gradients_by_value
 from .distributed import prepare as _prepare_distributed
 from .early_stopping import EarlyStopping
 from .history import History
+from .hooks import StepHooks
 from .losses import LossFn, MetricFn, get_loss, get_metric
 from .optimizers import make_optimizer
 from .progress import ProgressBar
@@ -47,31 +57,6 @@ def _kept_mode(model: nn.Module) -> Any:
         yield
     finally:
         model.train(was_training)
-
-
-def _regularization(model: nn.Module, extra: Sequence[Callable[[nn.Module], Tensor]]) -> Tensor | None:
-    terms = []
-    hook = getattr(model, "regularization_loss", None)
-    if callable(hook):
-        value = hook()
-        if value is not None:
-            terms.append(value)
-    terms.extend(fn(model) for fn in extra)
-    if not terms:
-        return None
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total if isinstance(total, Tensor) else torch.as_tensor(total)
-
-
-def _apply_constraints(model: nn.Module, extra: Sequence[Callable[[nn.Module], object]]) -> None:
-    hook = getattr(model, "apply_constraints", None)
-    with torch.no_grad():
-        if callable(hook):
-            hook()
-        for fn in extra:
-            fn(model)
 
 
 def _make_early_stopping(
@@ -103,7 +88,13 @@ def _rng_scope(seed: int | None, device: torch.device) -> contextlib.AbstractCon
     devices = [device.index or 0] if device.type == "cuda" else []
     stack = contextlib.ExitStack()
     stack.enter_context(torch.random.fork_rng(devices=devices))
-    torch.manual_seed(seed)
+    if device.type in ("cpu", "cuda"):  # seed just the generators forked above (torch.manual_seed seeds all)
+        torch.default_generator.manual_seed(seed)
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
     return stack
 
 
@@ -133,6 +124,8 @@ def fit(
     constraints: Sequence[Callable[[nn.Module], object]] = (),
     output: int | str | None = None,
     progress: bool = True,
+    verbose: int | None = None,
+    validation_split: float = 0.0,
     seed: int | None = None,
     distributed: bool | None = None,
     find_unused_parameters: bool | None = None,
@@ -140,13 +133,19 @@ def fit(
     """Train ``model`` for ``epochs`` epochs and return the per-epoch :class:`History`.
 
     Data: ``x``/``y`` arrays (numpy or torch; floating ``x`` is cast to the model's dtype), or ``data=``, an
-    ``(x, y)`` pair or any iterable of ``(x, y)`` batches (a ``DataLoader``). ``validation_data`` likewise.
+    ``(x, y)`` pair, a dataset of two aligned tensors (a ``TensorDataset``, a frozen-layer cache holding one
+    input and the labels) or any iterable of ``(x, y)`` batches (a ``DataLoader``). ``validation_data`` likewise.
     ``optimizer`` is a name for :func:`make_optimizer` (with ``lr`` and ``optimizer_kwargs``) or an
     instance. ``schedule`` is an LR scheduler or a function ``optimizer -> scheduler``, stepped after every
     batch or every epoch (``schedule_interval``); a ``ReduceLROnPlateau`` is stepped every epoch with the
     monitored value (the early-stopping monitor, else "val_loss" or "loss"). Per step: ``augment`` the
     training inputs, forward, loss + ``model.regularization_loss()`` + each of ``regularizers``, backward,
     ``clip_value`` then ``clip_norm``, optimizer step, ``model.apply_constraints()`` and ``constraints``.
+
+    ``validation_split`` (Keras') holds out that fraction of ``x``/``y``, the last samples before shuffling,
+    as ``validation_data``. ``verbose`` 0 hides the progress bar (Keras' name for ``progress=False``).
+    Labels are required; ``x`` and ``y`` must have as many samples, and the default loss takes class
+    indices (whole-valued floating labels are accepted): otherwise an ``InputError`` says what is wrong.
 
     ``early_stopping`` is a patience, a dict of :class:`EarlyStopping` arguments or one; the best weights
     are restored at the end. ``callbacks`` are :class:`Callback`-like objects (any subset of its hooks) or
@@ -172,6 +171,10 @@ def fit(
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if schedule_interval not in ("batch", "epoch"):
         raise ValueError(f"schedule_interval must be 'batch' or 'epoch', got {schedule_interval!r}")
+    if verbose is not None:
+        progress = progress and verbose > 0
+    if validation_split:
+        x, y, data, validation_data = _split_validation(x, y, data, validation_data, validation_split)
     run = _prepare_distributed(model, distributed, resolve_output(getattr(model, "module", model), output),
                                find_unused_parameters)
     forward = model
@@ -191,112 +194,37 @@ def fit(
     else:
         opt = make_optimizer(optimizer, model.parameters(), lr, **dict(optimizer_kwargs or {}))
     scheduler = _make_schedule(schedule, opt)
-    plateau = isinstance(scheduler, ReduceLROnPlateau)
     default_monitor = "val_loss" if validation_data is not None else "loss"
     stopper = _make_early_stopping(early_stopping, default_monitor)
     if stopper is not None:
         stopper.reset()  # an instance may come from an earlier run
-    monitor = stopper.monitor if stopper is not None else default_monitor
+    step = _TrainStep(model, forward, opt, loss_fn, metric_fns, output, device, float_dtype,
+                      StepHooks(model, regularizers, constraints, direct=run is None),
+                      augment, clip_value, clip_norm, run)
+    batch_scheduler = scheduler if scheduler is not None and not isinstance(scheduler, ReduceLROnPlateau) \
+        and schedule_interval == "batch" else None
+    ending = _EpochEnd(model, scheduler if batch_scheduler is None else None, stopper,
+                       stopper.monitor if stopper is not None else default_monitor, validation_data,
+                       loss_fn, metric_fns, max(batch_size, 256), output, callbacks, run)
 
     history = History()
     rng_seed = seed if run is None or seed is None else seed + run.rank  # own dropout masks per rank
     with _kept_mode(model), _rng_scope(rng_seed, device):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        batches = make_batches(
-            x,
-            y,
-            data,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            float_dtype=float_dtype,
-            what="fit",
-        )
+        batches = make_batches(x, y, data, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                               float_dtype=float_dtype, what="fit")
+        if isinstance(batches, TensorBatches) and batches.y is None:
+            raise InputError(_NO_LABELS)
         if run is not None:
             batches = run.shard(batches)
+        batch_end = [hook for hook in (getattr(cb, "on_batch_end", None) for cb in callbacks) if callable(hook)]
         _call(callbacks, "on_train_begin", {"model": model, "optimizer": opt})
-        step = 0
         for epoch in range(1, epochs + 1):
             epoch_lr = float(opt.param_groups[0]["lr"])
             _call(callbacks, "on_epoch_begin", epoch, {})
-            total = _safe_len(batches)
-            bar = ProgressBar(total, f"epoch {epoch}/{epochs}", enabled=progress)
-            model.train()
-            sums: dict[str, Tensor] = {}
-            seen = 0
-            for batch in batches:
-                xb, yb = split_batch(batch)
-                xb = xb.to(device=device, dtype=float_dtype if xb.is_floating_point() else xb.dtype)
-                yb = yb.to(device) if yb is not None else None
-                if augment is not None:
-                    xb = augment(xb)
-                opt.zero_grad(set_to_none=True)
-                out = select_output(forward(xb), output)
-                n = len(xb)
-                # an empty share of a tiny global batch still joins DDP's gradient reduction, adding zero
-                objective = loss_fn(out, yb) if n or run is None else out.sum() * 0.0
-                data_loss = objective
-                if run is not None:  # weight the rank's mean by its share: DDP's average is the global mean
-                    data_loss = objective * (n * run.world_size / max(run.global_count(n), 1))
-                penalty = _regularization(model, regularizers)
-                if penalty is not None:
-                    objective = objective + penalty
-                    data_loss = data_loss + penalty
-                data_loss.backward()
-                params = [p for group in opt.param_groups for p in group["params"]]
-                if clip_value is not None:
-                    clip_gradients_by_value(params, clip_value)
-                if clip_norm is not None:
-                    clip_gradients_by_global_norm(params, clip_norm)
-                opt.step()
-                _apply_constraints(model, constraints)
-                step += 1
-                if scheduler is not None and not plateau and schedule_interval == "batch":
-                    scheduler.step()
-                seen += n
-                if n or run is None:
-                    with torch.no_grad():
-                        _accumulate(sums, "loss", objective.detach() * n)
-                        for name, fn in metric_fns:
-                            _accumulate(sums, name, fn(out.detach(), yb) * n)
-                if bar.enabled and bar.tty and seen:
-                    bar.update(1, loss=float(sums["loss"]) / seen)
-                else:
-                    bar.update(1)
-                _call(callbacks, "on_batch_end", step, {"loss": objective.detach()})
-            if run is not None:
-                sums, seen = run.reduce_sums(sums, seen, ["loss", *(name for name, _ in metric_fns)])
-            if seen == 0:
-                raise ValueError("fit: the training data yielded no batch")
-            logs = {name: float(value) / seen for name, value in sums.items()}
-            if validation_data is not None:
-                scores = evaluate(
-                    model,
-                    data=validation_data,
-                    loss=loss_fn,
-                    metrics=[fn for _, fn in metric_fns],
-                    batch_size=max(batch_size, 256),
-                    output=output,
-                )
-                logs.update({f"val_{name}": value for name, value in scores.items()})
-            logs["lr"] = epoch_lr
-            if scheduler is not None and (plateau or schedule_interval == "epoch"):
-                if plateau:
-                    scheduler.step(_monitored(logs, monitor))
-                else:
-                    scheduler.step()
-            history.append(epoch, logs)
-            bar.close(**{k: v for k, v in logs.items() if k != "lr"})
-            stop = False
-            if stopper is not None:
-                stop = stopper.update(_monitored(logs, monitor), model, epoch)
-            for cb in callbacks:
-                hook = getattr(cb, "on_epoch_end", None)
-                hook = hook if callable(hook) else cb if callable(cb) else None
-                stop = (hook is not None and hook(epoch, dict(logs)) is True) or stop
-            if run is not None:
-                stop = run.any(stop)  # all ranks stop together, or the others would wait forever
-            if stop:
+            bar = ProgressBar(_safe_len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
+            logs = _train_epoch(step, batches, bar, batch_scheduler, batch_end)
+            if ending(epoch, logs, epoch_lr, history, bar):
                 history.stopped_early = True
                 break
         if stopper is not None:
@@ -305,6 +233,174 @@ def fit(
                 stopper.restore(model)
         _call(callbacks, "on_train_end", {"history": history})
     return history
+
+
+_NO_LABELS = ("fit needs labels: pass y (fit(model, x, y)), data=(x, y), or batches of (x, y); a model that "
+              "computes its own loss takes the labels as an input: train it with a loop of your own")
+
+
+def _split_validation(x: Any, y: Any, data: Any, validation_data: Any, fraction: float) -> tuple[Any, Any, Any, Any]:
+    """Keras' ``validation_split``: the last ``fraction`` of the samples (before shuffling) become validation data."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_split must be in (0, 1), got {fraction}")
+    if validation_data is not None:
+        raise ValueError("pass validation_split or validation_data, not both")
+    if data is not None:
+        tensors = getattr(data, "tensors", data)
+        if not (isinstance(tensors, (tuple, list)) and len(tensors) == 2):
+            raise ValueError("validation_split needs in-memory x and y (or data=(x, y)), not a stream of batches")
+        x, y, data = tensors[0], tensors[1], None
+    if y is None:
+        raise InputError(_NO_LABELS)
+    xt, yt = as_tensor(x), as_tensor(y)
+    if len(xt) != len(yt):
+        raise InputError(f"x has {len(xt)} samples but y has {len(yt)}; pass one label per sample")
+    held = int(len(xt) * fraction)
+    if held == 0 or held == len(xt):
+        raise ValueError(f"validation_split={fraction} of {len(xt)} samples leaves no training or validation data")
+    keep = len(xt) - held
+    return xt[:keep], yt[:keep], None, (xt[keep:], yt[keep:])
+
+
+class _TrainStep:
+    """One optimizer step on a batch, with everything that does not change between steps resolved once.
+
+    Calling it runs: ``augment``, forward, data loss, penalties (autograd part), backward, the compiled
+    penalties' gradients, ``clip_value`` then ``clip_norm``, optimizer step, constraints. It returns the
+    objective (data loss + penalties, detached), the detached output and the batch's sample count.
+    """
+
+    def __init__(self, model: nn.Module, forward: nn.Module, opt: Optimizer, loss_fn: LossFn,
+                 metric_fns: Sequence[tuple[str, MetricFn]], output: int | str | None, device: torch.device,
+                 float_dtype: torch.dtype, hooks: StepHooks, augment: Callable[[Tensor], Tensor] | None,
+                 clip_value: float | None, clip_norm: float | None, run: Any) -> None:
+        self.model, self.forward, self.opt, self.loss_fn = model, forward, opt, loss_fn
+        self.metric_fns, self.output, self.device, self.float_dtype = list(metric_fns), output, device, float_dtype
+        self.hooks, self.augment, self.clip_value, self.clip_norm, self.run = hooks, augment, clip_value, clip_norm, run
+        self.params = [p for group in opt.param_groups for p in group["params"]]
+        self.count = 0  # steps taken over the whole run
+
+    def __call__(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        xb, yb = split_batch(batch)
+        if yb is None:
+            raise InputError(_NO_LABELS)
+        if xb.device != self.device or (xb.is_floating_point() and xb.dtype != self.float_dtype):
+            xb = xb.to(device=self.device, dtype=self.float_dtype if xb.is_floating_point() else xb.dtype)
+        if yb is not None and yb.device != self.device:
+            yb = yb.to(self.device)
+        if self.augment is not None:
+            xb = self.augment(xb)
+        run = self.run
+        self.opt.zero_grad(set_to_none=True)
+        out = select_output(self.forward(xb), self.output)
+        n = len(xb)
+        # an empty share of a tiny global batch still joins DDP's gradient reduction, adding zero
+        objective = self.loss_fn(out, yb) if n or run is None else out.sum() * 0.0
+        data_loss = objective
+        if run is not None:  # weight the rank's mean by its share: DDP's average is the global mean
+            data_loss = objective * (n * run.world_size / max(run.global_count(n), 1))
+        penalty = self.hooks.penalty()
+        if penalty is not None:
+            objective = objective + penalty
+            data_loss = data_loss + penalty
+        data_loss.backward()
+        objective = objective.detach()
+        compiled_penalty = self.hooks.add_gradients()
+        if compiled_penalty is not None:
+            objective = objective + compiled_penalty
+        if self.clip_value is not None:
+            clip_gradients_by_value(self.params, self.clip_value)
+        if self.clip_norm is not None:
+            clip_gradients_by_global_norm(self.params, self.clip_norm)
+        self.opt.step()
+        self.hooks.constrain()
+        self.count += 1
+        return objective, out.detach(), yb, n
+
+
+def _train_epoch(step: _TrainStep, batches: Iterable[Any], bar: ProgressBar, scheduler: Any,
+                 batch_end: Sequence[Callable[[int, dict[str, Any]], Any]]) -> dict[str, Tensor | int]:
+    """Run one pass over ``batches`` in train mode; return the epoch's sample-weighted sums and count.
+
+    Per batch, the loss and each metric stay tensors in lists (no device synchronisation); they are
+    reduced once at the end. The bar shows the running mean loss only when it redraws (a terminal,
+    at most ten times a second).
+    """
+    step.model.train()
+    run = step.run
+    values: dict[str, list[Tensor]] = {"loss": [], **{name: [] for name, _ in step.metric_fns}}
+    counts: list[int] = []
+    shown, shown_sum = 0, 0.0
+    for batch in batches:
+        objective, out, yb, n = step(batch)
+        if scheduler is not None:
+            scheduler.step()
+        if n or run is None:
+            counts.append(n)
+            values["loss"].append(objective)
+            with torch.no_grad():
+                for name, fn in step.metric_fns:
+                    values[name].append(fn(out, yb))
+        if bar.due() and counts:
+            shown_sum += float(_weighted_sum(values["loss"][shown:], counts[shown:]))
+            shown = len(counts)
+            bar.update(1, loss=shown_sum / max(sum(counts), 1))
+        else:
+            bar.update(1)
+        for hook in batch_end:
+            hook(step.count, {"loss": objective})
+    sums = {name: _weighted_sum(vals, counts) for name, vals in values.items() if vals}
+    seen = sum(counts)
+    if run is not None:
+        sums, seen = run.reduce_sums(sums, seen, list(values))
+    if seen == 0:
+        raise ValueError("fit: the training data yielded no batch")
+    return {**sums, "seen": seen}
+
+
+def _weighted_sum(values: Sequence[Tensor], counts: Sequence[int]) -> Tensor:
+    """``sum(value * count)`` in float64 over per-batch scalar tensors, in one reduction."""
+    stacked = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values]).to(torch.float64)
+    return stacked @ torch.tensor(counts, dtype=torch.float64, device=stacked.device)
+
+
+class _EpochEnd:
+    """After a training pass: validation, the epoch-level schedule, history, the bar's last line, early
+    stopping and the epoch-end callbacks. Calling it returns True when training should stop."""
+
+    def __init__(self, model: nn.Module, scheduler: LRScheduler | ReduceLROnPlateau | None,
+                 stopper: EarlyStopping | None, monitor: str, validation_data: DataSource | None, loss_fn: LossFn,
+                 metric_fns: Sequence[tuple[str, MetricFn]], eval_batch_size: int, output: int | str | None,
+                 callbacks: Sequence[Any], run: Any) -> None:
+        self.model, self.scheduler, self.stopper, self.monitor = model, scheduler, stopper, monitor
+        self.validation_data, self.loss_fn, self.metric_fns = validation_data, loss_fn, list(metric_fns)
+        self.eval_batch_size, self.output, self.callbacks, self.run = eval_batch_size, output, callbacks, run
+
+    def __call__(self, epoch: int, sums: dict[str, Any], epoch_lr: float, history: History, bar: ProgressBar) -> bool:
+        seen = sums.pop("seen")
+        logs = {name: float(value) / seen for name, value in sums.items()}
+        if self.validation_data is not None:
+            scores = evaluate(self.model, data=self.validation_data, loss=self.loss_fn,
+                              metrics=[fn for _, fn in self.metric_fns], batch_size=self.eval_batch_size,
+                              output=self.output)
+            logs.update({f"val_{name}": value for name, value in scores.items()})
+        logs["lr"] = epoch_lr
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(_monitored(logs, self.monitor))
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        history.append(epoch, logs)
+        bar.close(**{k: v for k, v in logs.items() if k != "lr"})
+        stop = False
+        if self.stopper is not None:
+            stop = self.stopper.update(_monitored(logs, self.monitor), self.model, epoch)
+        for cb in self.callbacks:
+            hook = getattr(cb, "on_epoch_end", None)
+            hook = hook if callable(hook) else cb if callable(cb) else None
+            stop = (hook is not None and hook(epoch, dict(logs)) is True) or stop
+        if self.run is not None:
+            stop = self.run.any(stop)  # all ranks stop together, or the others would wait forever
+        return stop
 
 
 def _accumulate(sums: dict[str, Tensor], key: str, value: Tensor) -> None:
@@ -365,7 +461,7 @@ def evaluate(
         for batch in batches:
             xb, yb = split_batch(batch)
             if yb is None:
-                raise ValueError("evaluate needs labels: pass y, or batches of (x, y)")
+                raise InputError("evaluate needs labels: pass y, or batches of (x, y)")
             xb = xb.to(device=device, dtype=float_dtype if xb.is_floating_point() else xb.dtype)
             yb = yb.to(device)
             out = select_output(model(xb), output)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphdnn.errors import InputError
+
 __all__ = ["LossFn", "MetricFn", "accuracy", "get_loss", "get_metric"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -15,7 +17,14 @@ MetricFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def sparse_softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross entropy of integer ``labels`` against unnormalized ``logits`` ``(n, classes)``."""
+    """Mean cross entropy of integer ``labels`` against unnormalized ``logits`` ``(n, classes)``; floating
+    labels must hold whole numbers (class indices), anything else raises ``InputError``."""
+    if labels.dim() != 1 and labels.dim() == logits.dim():
+        raise InputError(f"sparse_softmax_cross_entropy takes one class index per sample; the labels have shape "
+                         f"{list(labels.shape)} (one-hot? pass labels.argmax(-1))")
+    if labels.is_floating_point() and not bool((labels == labels.trunc()).all()):
+        raise InputError("sparse_softmax_cross_entropy takes integer class labels; the labels hold fractional "
+                         "values (use loss='mse' or 'sigmoid_cross_entropy' for real-valued targets)")
     return F.cross_entropy(logits, labels.long())
 
 

@@ -48,25 +48,63 @@ def trainable(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[Any]:
     return [p for p in items if p.requires_grad]
 
 
+def _foreach_devices(params: list[Any]) -> bool:
+    """Whether every tensor is on a device with multi-tensor (``torch._foreach_*``) optimizer kernels."""
+    tensors = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
+    return all(t.device.type in ("cpu", "cuda") for t in tensors)
+
+
+def _parameters(params: Any, scope: str | None) -> Any:
+    """What ``make_optimizer`` optimizes: a graph's or compiled module's trainable, unfrozen variables (matching
+    ``scope``), any other module's parameters, or the given tensors / param groups."""
+    from graphdnn.graph import Graph
+
+    if isinstance(params, Graph) or hasattr(params, "source_graph"):
+        from graphdnn.errors import GraphError
+        from graphdnn.freeze import _hint, _split, trainable_parameters
+
+        kept = trainable_parameters(params, scope)
+        if not kept:
+            graph = _split(params)[0]
+            if scope and not graph.variables(scope):
+                raise GraphError(f"scope {scope!r} matches no variable of graph {graph.name!r}{_hint(scope, graph)}")
+            raise GraphError(f"no trainable parameter{' matches ' + repr(scope) if scope else ''}: everything is "
+                             "frozen")
+        return kept
+    if scope is not None:
+        raise TypeError("scope= selects the variables of a Graph or compiled module by name; filter the tensors "
+                        "yourself for other parameters")
+    if isinstance(params, torch.nn.Module):
+        return params.parameters()
+    return params
+
+
 def make_optimizer(
     name: str,
-    params: Iterable[Tensor] | Iterable[dict[str, Any]],
+    params: Any,
     lr: float | None = None,
+    *,
+    scope: str | None = None,
     **kw: Any,
 ) -> torch.optim.Optimizer:
-    """Build the optimizer called ``name`` over the trainable tensors of ``params``.
+    """Build the optimizer called ``name`` over ``params``: a Graph or compiled module (its trainable, unfrozen
+    variables, those matching the regex ``scope`` when given: ``"hidden[34]|outputs"``), any ``nn.Module``,
+    or tensors / param-group dicts (those with ``requires_grad``).
 
     ``lr`` defaults to ``DEFAULT_LEARNING_RATES[name]``. "momentum" is SGD with momentum 0.9, "nesterov"
     adds Nesterov's look-ahead (both overridable with ``momentum=``); "ftrl" takes :class:`FTRL`'s
-    TensorFlow-named keywords.
+    TensorFlow-named keywords. The torch optimizers use their multi-tensor implementation (``foreach=True``)
+    on CPU and CUDA unless ``foreach`` or ``fused`` is given.
     """
     key = name.lower()
     if key not in DEFAULT_LEARNING_RATES:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZER_NAMES)}")
     rate = DEFAULT_LEARNING_RATES[key] if lr is None else float(lr)
-    kept = trainable(params)
+    kept = trainable(_parameters(params, scope))
     if not kept:
         raise ValueError(f"make_optimizer({name!r}): no parameter has requires_grad=True")
+    if key != "ftrl" and "foreach" not in kw and "fused" not in kw and _foreach_devices(kept):
+        kw["foreach"] = True  # one multi-tensor kernel per update, not a Python loop over the parameters
     if key == "sgd":
         return torch.optim.SGD(kept, lr=rate, **kw)
     if key in ("momentum", "nesterov"):

@@ -60,6 +60,12 @@ class ProgressBar:
             self.stream.write("\r" + self.render() + "\x1b[K")
             self.stream.flush()
 
+    def due(self) -> bool:
+        """Whether the next :meth:`update` would redraw the line: compute costly stats only then."""
+        if not (self.enabled and self.tty) or self._closed:
+            return False
+        return time.monotonic() - self._last_draw >= self.min_interval
+
     def set_stats(self, **stats: float | int | str) -> None:
         """Merge ``stats`` into the postfix without advancing."""
         self.stats.update(stats)
