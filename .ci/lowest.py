@@ -3,8 +3,9 @@ which CI pins itself) and the Keras extra, one `name==version` a line, for the l
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
 requirements = project["dependencies"] + project["optional-dependencies"]["keras"]
