@@ -58,6 +58,7 @@ from converters.onnx_names import recover_names
 from converters.onnx_tensors import ExternalDataMissing, has_external_data, load_external_data, proto_to_torch
 from converters.onnx_types import type_string, unsupported_type
 from graphdnn import budget, shapes
+from graphdnn.atomic import file_identity
 from graphdnn.bulk import paused_gc
 from graphdnn.dtypes import dtype_name, torch_dtype
 from graphdnn.errors import FileFormatError, GraphDNNError, ResourceLimitError, UnknownOpError, reading_file
@@ -140,23 +141,15 @@ def _read(obj: Any, external_data_dir: str | os.PathLike[str] | None = None) -> 
         return _parse(bytes(obj), "<bytes>", None, external_data_dir)
     path = Path(obj)
     for attempt in range(3):  # a concurrent export may replace the model and remove the data files it read
-        before = _identity(path)
+        before = file_identity(path)
         if before is None or not path.is_file():
             raise FileFormatError(f"{path}: no such ONNX file")
         try:
             return _parse(path.read_bytes(), str(path), path.parent, external_data_dir)
         except ExternalDataMissing:
-            if attempt == 2 or _identity(path) in (before, None):
+            if attempt == 2 or file_identity(path) in (before, None):
                 raise
     raise AssertionError("unreachable")
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def _parse(data: bytes, source: str, base: Path | None,

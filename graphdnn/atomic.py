@@ -36,8 +36,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["GENERATION", "atomic_write", "collect_garbage", "create_locked", "create_temp", "fsync_folder",
-           "locked_folder", "new_generation", "temp_pattern"]
+__all__ = ["GENERATION", "atomic_write", "collect_garbage", "create_locked", "create_temp", "file_identity",
+           "fsync_folder", "locked_folder", "new_generation", "temp_pattern"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
@@ -229,3 +229,13 @@ def locked_folder(parent: str | os.PathLike[str] | None, prefix: str) -> tuple[P
         if _same_file(fd, path):
             return path, fd
         os.close(fd)  # removed by another program's sweep before we locked it
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(device, inode, modification time) of ``path``, or None when it cannot be read: a reader compares two of
+    them to tell whether a writer replaced the file (its commit point) while it was being read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns

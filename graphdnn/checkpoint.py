@@ -35,7 +35,15 @@ from typing import Any, BinaryIO
 
 import torch
 
-from graphdnn.atomic import GENERATION, atomic_write, collect_garbage, create_locked, fsync_folder, new_generation
+from graphdnn.atomic import (
+    GENERATION,
+    atomic_write,
+    collect_garbage,
+    create_locked,
+    file_identity,
+    fsync_folder,
+    new_generation,
+)
 from graphdnn.dtypes import dtype_name
 from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import Graph
@@ -430,14 +438,6 @@ def _shard_inside(index_path: Path, shard: str) -> Path:
     return shard_path
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_mtime_ns
-
-
 class TensorFile:
     """Lazy, validated access to the named tensors of a safetensors file or a sharded checkpoint.
 
@@ -450,12 +450,12 @@ class TensorFile:
         self.infos: dict[str, TensorInfo] = {}
         if self.path.name.endswith(".index.json"):
             for attempt in range(3):  # a concurrent save may replace the index and remove its old shards
-                before = _identity(self.path)
+                before = file_identity(self.path)
                 try:
                     self._read_shards()
                     break
                 except FileFormatError:
-                    if attempt == 2 or _identity(self.path) in (before, None):
+                    if attempt == 2 or file_identity(self.path) in (before, None):
                         raise
         else:
             self.infos, self.metadata, _ = read_header(self.path)
@@ -541,11 +541,11 @@ def load_safetensors(path: str | os.PathLike, *, values: bool = True) -> Graph:
     a concurrent save replaces while it is read is read again from its new index."""
     path = Path(path)
     for attempt in range(3):
-        before = _identity(path) if path.name.endswith(".index.json") else None
+        before = file_identity(path) if path.name.endswith(".index.json") else None
         try:
             return _load_safetensors(path, values)
         except FileFormatError:
-            if before is None or attempt == 2 or _identity(path) in (before, None):
+            if before is None or attempt == 2 or file_identity(path) in (before, None):
                 raise
     raise AssertionError("unreachable")
 
