@@ -59,11 +59,6 @@ __all__ = ["EXTERNAL_DATA_THRESHOLD", "build_model", "export_onnx", "value_names
 #: Total initializer bytes above which ``external_data=None`` writes the weights to a side file.
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000 - 64 * 1024 * 1024
 _IDENTITY_IN_INFERENCE = {("graphdnn", "StopGradient"), ("graphdnn", "AlphaDropout"), ("", "Dropout")}
-_ATTR_KINDS = {
-    AttributeProto.FLOAT: "f", AttributeProto.INT: "i", AttributeProto.STRING: "s",
-    AttributeProto.TENSOR: "t", AttributeProto.FLOATS: "fs", AttributeProto.INTS: "is",
-    AttributeProto.STRINGS: "ss", AttributeProto.TENSORS: "ts",
-}
 
 
 def export_onnx(

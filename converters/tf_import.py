@@ -57,7 +57,6 @@ from graphdnn.names import split_tensor_name
 __all__ = ["HANDLED_OPS", "TFImport", "import_meta_graph", "load_tf", "load_tf_with_report"]
 
 _VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp"}
-_PASS_THROUGH = {"Switch", "RefSwitch", "Merge", "RefMerge", "ReadVariableOp", "Enter", "Exit"}
 _TRAINING_ONLY_PREFIXES = ("Apply", "ResourceApply", "Assign", "ResourceSparseApply", "SparseApply")
 _TRAINING_ONLY = {
     "NoOp", "SaveV2", "RestoreV2", "Save", "Restore", "SaveSlices", "RestoreSlice", "MergeV2Checkpoints",
