@@ -145,9 +145,19 @@ def charge_tensor(shape: Iterable[Any], itemsize: int, what: str, *, per_element
     return count
 
 
-def _wrap_memory_error(source: str, exc: MemoryError) -> ResourceLimitError:
-    return ResourceLimitError(f"{source}: memory ran out while loading ({exc or 'MemoryError'}); the file asks for "
-                              "more memory than this machine has: it is hostile, or needs a larger machine")
+@contextmanager
+def _current(budget: LoadBudget) -> Iterator[LoadBudget]:
+    """Make ``budget`` current for the ``with`` block; a ``MemoryError`` raised inside becomes a
+    ``ResourceLimitError`` naming its source."""
+    token = _CURRENT.set(budget)
+    try:
+        yield budget
+    except MemoryError as exc:
+        raise ResourceLimitError(f"{budget.source}: memory ran out while loading ({exc or 'MemoryError'}); the file "
+                                 "asks for more memory than this machine has: it is hostile, or needs a larger "
+                                 "machine") from exc
+    finally:
+        _CURRENT.reset(token)
 
 
 @contextmanager
@@ -167,13 +177,8 @@ def load_scope(source: str | os.PathLike | None, *files: str | os.PathLike | Non
         return
     budget = LoadBudget(label, source_bytes, max_bytes)
     budget.add_files(source, *files)
-    token = _CURRENT.set(budget)
-    try:
+    with _current(budget):
         yield budget
-    except MemoryError as exc:
-        raise _wrap_memory_error(label, exc) from exc
-    finally:
-        _CURRENT.reset(token)
 
 
 def remember(graph: Any, budget: LoadBudget | None = None) -> None:
@@ -196,12 +201,5 @@ def compile_scope(graph: Any) -> Iterator[LoadBudget | None]:
     if known is None:
         yield outer
         return
-    source, source_bytes, max_bytes = known
-    budget = LoadBudget(source, source_bytes, max_bytes)
-    token = _CURRENT.set(budget)
-    try:
+    with _current(LoadBudget(*known)) as budget:
         yield budget
-    except MemoryError as exc:
-        raise _wrap_memory_error(source, exc) from exc
-    finally:
-        _CURRENT.reset(token)
