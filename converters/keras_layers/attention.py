@@ -20,6 +20,18 @@ def _causal(layer: KerasLayer, scores: Tensor, tq: int, tk: int) -> Tensor:
     return layer.op("Add", [scores, layer.fconst(mask, "causal_mask", scores)], name="causal")
 
 
+def _probabilities(layer: KerasLayer, scores: Tensor, causal: bool, tq: int, tk: int) -> Tensor:
+    """The attention weights of ``scores`` (keys on the last axis): the causal mask when asked, softmax over
+    the keys, then the layer's ``dropout``."""
+    if causal:
+        scores = _causal(layer, scores, tq, tk)
+    probs = layer.op("Softmax", [scores], {"axis": -1})
+    rate = float(layer.cfg.get("dropout", 0.0))
+    if rate:
+        probs = layer.op("Dropout", [probs, layer.fconst(rate, "rate", probs)])
+    return probs
+
+
 def _kwargs_check(layer: KerasLayer) -> bool:
     for key in ("attention_mask", "mask", "query_mask", "value_mask", "key_mask"):
         if layer.kwargs.get(key) is not None:
@@ -53,12 +65,7 @@ def multi_head_attention(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
     v = project(value, "value", value_dim)
     q = layer.op("Mul", [q, layer.fconst(1.0 / math.sqrt(key_dim), "scale", q)], name="scale_query")
     scores = layer.op("Einsum", [k, q], {"equation": "aecd,abcd->acbe"}, "scores")
-    if causal:
-        scores = _causal(layer, scores, int(query.shape[1]), int(key.shape[1]))
-    probs = layer.op("Softmax", [scores], {"axis": -1})
-    rate = float(layer.cfg.get("dropout", 0.0))
-    if rate:
-        probs = layer.op("Dropout", [probs, layer.fconst(rate, "rate", probs)])
+    probs = _probabilities(layer, scores, causal, int(query.shape[1]), int(key.shape[1]))
     out = layer.op("Einsum", [probs, v], {"equation": "acbe,aecd->abcd"}, "context")
     out_shape = layer.cfg.get("output_shape") or query.shape[-1]
     out_shape = list(out_shape) if isinstance(out_shape, (list, tuple)) else [out_shape]
@@ -100,10 +107,5 @@ def attention(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
                           name="scores")
     else:
         raise layer.unsupported(f"score_mode {mode!r}")
-    if causal:
-        scores = _causal(layer, scores, int(q.shape[1]), int(k.shape[1]))
-    probs = layer.op("Softmax", [scores], {"axis": -1})
-    rate = float(layer.cfg.get("dropout", 0.0))
-    if rate:
-        probs = layer.op("Dropout", [probs, layer.fconst(rate, "rate", probs)])
+    probs = _probabilities(layer, scores, causal, int(q.shape[1]), int(k.shape[1]))
     return layer.op("MatMul", [probs, v], name="context")
