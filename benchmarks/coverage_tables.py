@@ -26,18 +26,18 @@ def _grid(names: list[str], columns: int = 6) -> str:
 
 
 def tf_ops_table() -> str:
-    """The TF op types a TF1 meta graph may hold (``converters.tf_ops.supported_ops``)."""
+    """The TF op types a TF1 meta graph may hold (``graphdnn.converters.tf_ops.supported_ops``)."""
     sys.path.insert(0, str(ROOT))
-    from converters.tf_ops import supported_ops
+    from graphdnn.converters.tf_ops import supported_ops
 
     ops = supported_ops()
     return f"{len(ops)} op types.\n\n{_grid(ops)}"
 
 
 def keras_layers_table() -> str:
-    """The Keras layer classes ``load_keras`` rebuilds, by family (``converters.keras_import.supported_layers``)."""
+    """The Keras layer classes ``load_keras`` rebuilds, by family (``graphdnn.converters.keras_import.supported_layers``)."""
     sys.path.insert(0, str(ROOT))
-    from converters.keras_import import supported_layers
+    from graphdnn.converters.keras_import import supported_layers
 
     table = supported_layers()
     families: dict[str, list[str]] = {}
@@ -51,9 +51,9 @@ def keras_layers_table() -> str:
 
 
 def torch_aten_table() -> str:
-    """The ATen op families ``graphdnn.from_torch`` translates (``converters.torch_export.coverage``)."""
+    """The ATen op families ``graphdnn.from_torch`` translates (``graphdnn.converters.torch_export.coverage``)."""
     sys.path.insert(0, str(ROOT))
-    from converters.torch_export import coverage
+    from graphdnn.converters.torch_export import coverage
 
     families = [name for name, _ in coverage()]
     return f"{len(families)} ATen op families (every overload of each).\n\n{_grid(families, 5)}"

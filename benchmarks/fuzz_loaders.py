@@ -235,7 +235,7 @@ def _uvarint(n: int) -> bytes:
 
 def _read_uvarint(buf: bytes, pos: int) -> tuple[int, int] | None:
     """``(value, next position)``, or None where ``buf`` holds no complete varint at ``pos``."""
-    from converters.tf_proto import read_varint
+    from graphdnn.converters.tf_proto import read_varint
 
     try:
         return read_varint(buf, pos, len(buf))
@@ -618,7 +618,7 @@ def _encode_header(h: Any) -> bytes:
 
 def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
     """A LevelDB table with one uncompressed data block (a restart point at every entry)."""
-    from converters.crc32c import crc32c, mask
+    from graphdnn.converters.crc32c import crc32c, mask
 
     def block(items: list[tuple[bytes, bytes]]) -> bytes:
         body, restarts = bytearray(), []
@@ -642,8 +642,8 @@ def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def mutate_tf_index(data: bytes, rng: random.Random) -> bytes:
-    from converters.tf_checkpoint import _read_table
-    from converters.tf_proto import TFDType, parse_bundle_entry, parse_bundle_header
+    from graphdnn.converters.tf_checkpoint import _read_table
+    from graphdnn.converters.tf_proto import TFDType, parse_bundle_entry, parse_bundle_header
 
     if rng.random() < 0.3:
         return mutate_bytes(data, rng)
@@ -1420,7 +1420,7 @@ def _sm_nodes(meta: Any) -> list[tuple[str, Any]]:
 
 
 def _sm_mutate_node(meta: Any, rng: random.Random) -> str:
-    from converters.tf_protos import message_class
+    from graphdnn.converters.tf_protos import message_class
 
     nodes = _sm_nodes(meta)
     if not nodes:
@@ -1533,7 +1533,7 @@ def gen_saved_model(rng: random.Random, seeds: dict[str, list[Seed]]) -> tuple[s
     ``saved_model.pb`` rewritten through graphdnn's own protobuf classes (nodes of the graph and of library
     functions: op types, inputs, attributes, calls of missing or recursive functions; signatures; the
     function library; the object graph), or its ``variables.index`` / ``variables.data`` mutated."""
-    from converters.tf_protos import message_class
+    from graphdnn.converters.tf_protos import message_class
 
     models = _saved_models()
     model = rng.choice(sorted(models))
@@ -1611,8 +1611,9 @@ def make_case(seeds: dict[str, list[Seed]], fmt: str, index: int, base_seed: int
 
 # ================================================================================= worker
 def _run_steps(folder: Path, steps: list[tuple[str, str]]) -> None:
+    from graphdnn.converters.named_tensors import read_named_tensors
+
     import graphdnn as gd
-    from converters.named_tensors import read_named_tensors
     from graphdnn.small_dtypes import storage
 
     for kind, rel in steps:
@@ -1738,13 +1739,13 @@ def worker_main() -> None:
     import warnings
 
     warnings.simplefilter("ignore")
+    import graphdnn.converters.keras_import  # noqa: F401
+    import graphdnn.converters.named_tensors  # noqa: F401
+    import graphdnn.converters.onnx_import  # noqa: F401
+    import graphdnn.converters.tf_import  # noqa: F401
     import h5py  # noqa: F401 - everything is imported before the cap is set
     import onnx.shape_inference  # noqa: F401
 
-    import converters.keras_import  # noqa: F401
-    import converters.named_tensors  # noqa: F401
-    import converters.onnx_import  # noqa: F401
-    import converters.tf_import  # noqa: F401
     import graphdnn  # noqa: F401
 
     out.write(json.dumps({"ready": True}) + "\n")

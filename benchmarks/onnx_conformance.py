@@ -11,7 +11,7 @@ Suites (all from the installed ``onnx`` package):
   ``light_<model>_output_0.pb`` at the tolerances of ``data/real/test_<model>/data.json``.
 
 Every case runs in a forked worker with a per-case alarm; a crash or a hang costs that case only.
-The path under test is ``converters.onnx_import.load_onnx`` -> ``graphdnn.compile`` -> forward.
+The path under test is ``graphdnn.converters.onnx_import.load_onnx`` -> ``graphdnn.compile`` -> forward.
 
     python benchmarks/onnx_conformance.py [--suite S ...] [--filter REGEX] [--json PATH] [-v]
 """
@@ -161,8 +161,9 @@ def model_data_sets(case: Case, model: onnx.ModelProto) -> list[tuple[list[Any],
 # ------------------------------------------------------------------------------------------------
 def run_case(case: Case) -> tuple[str, str]:
     """(status, message): pass, fail (wrong values) or error (could not import/compile/run)."""
+    from graphdnn.converters.onnx_import import load_onnx
+
     import graphdnn as gd
-    from converters.onnx_import import load_onnx
 
     stage = "load"
     try:

@@ -3,7 +3,7 @@
 The ``onnx`` wheel ships the node test generators (``onnx.backend.test.case.node``) but no data
 files; ``collect_testcases()`` rebuilds every case in memory (a single-node model plus input and
 expected output arrays). Each case is evaluated *directly through the op registry*: attributes go
-through ``converters.onnx_attrs``, static inputs are passed as Python lists, and multi-node cases
+through ``graphdnn.converters.onnx_attrs``, static inputs are passed as Python lists, and multi-node cases
 (function expansions) run node by node in a tiny dict-based interpreter that exists only here, as a
 test tool. Later the real importer + compiler replaces ``run_model_via_registry``; the loading,
 comparing and reporting functions are meant to be reused.
@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import onnx  # noqa: E402
 import torch  # noqa: E402
+from graphdnn.converters.onnx_attrs import node_attributes  # noqa: E402
+from graphdnn.converters.onnx_tensors import _SMALL_BY_NUMPY, array_to_torch, torch_to_array  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 from benchmarks._isolated import describe_exception, run_isolated  # noqa: E402
-from converters.onnx_attrs import node_attributes  # noqa: E402
-from converters.onnx_tensors import _SMALL_BY_NUMPY, array_to_torch, torch_to_array  # noqa: E402
 from graphdnn.ops.registry import lookup  # noqa: E402
 from graphdnn.small_dtypes import decode, is_small  # noqa: E402
 

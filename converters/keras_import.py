@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from graphdnn.converters.keras_h5 import KerasFile, read_keras_file
+from graphdnn.converters.keras_layers import LAYERS, KerasLayer
+from graphdnn.converters.keras_layers import supported_layers as _registry
 
-from converters.keras_h5 import KerasFile, read_keras_file
-from converters.keras_layers import LAYERS, KerasLayer
-from converters.keras_layers import supported_layers as _registry
 from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, UnknownOpError, reading_file
 from graphdnn.graph import Graph, Tensor
 
@@ -130,7 +130,7 @@ def build_keras_graph(kfile: KerasFile) -> Graph:
     a model graphdnn can rebuild gives a ``FileFormatError`` naming the file and the layer."""
     if kfile.config is None:
         raise FileFormatError(f"{kfile.path}: a weights-only file has no model config; build the graph in code and "
-                              "call converters.keras_import.load_keras_weights(graph, path)")
+                              "call graphdnn.converters.keras_import.load_keras_weights(graph, path)")
     current: list[str] = []
     try:
         return _build_keras_graph(kfile, current)
@@ -317,7 +317,7 @@ def load_keras(path: str | os.PathLike) -> Graph:
 def keras_named_tensors(path: str | os.PathLike) -> Any:
     """The weights of a Keras file as ``NamedTensors`` named by Keras's ``Variable.path``
     (``hidden1/kernel``, ``lstm/lstm_cell/kernel``, ``mha/query/bias``)."""
-    from converters.named_tensors import _from_mapping
+    from graphdnn.converters.named_tensors import _from_mapping
 
     with reading_file(path, "Keras file"):
         kfile = read_keras_file(path)
@@ -330,7 +330,7 @@ def load_keras_weights(graph: Graph | Any, path: str | os.PathLike, *, strict: b
     that name when it exists (an imported graph), else the layer scope's variables in creation order
     (a graph built in code with the Keras layer names). Conv kernels are converted to the target's
     layout (``HWIO`` -> ``OIHW`` for ``graphdnn.layers.conv2d``). Returns the ``RestoreReport``."""
-    from converters.named_tensors import load_weights
+    from graphdnn.converters.named_tensors import load_weights
 
     g = graph if isinstance(graph, Graph) else graph.source_graph
     layers = (g.meta.get("keras_import") or {}).get("layers")

@@ -174,10 +174,10 @@ def _read_path(path: Path, skip_optimizer_slots: bool) -> NamedTensors:
     if name.endswith(".safetensors") or name.endswith(".safetensors.index.json"):
         return _from_safetensors(path)
     if name.endswith((".keras", ".h5", ".hdf5")):
-        from converters.keras_import import keras_named_tensors
+        from graphdnn.converters.keras_import import keras_named_tensors
 
         return keras_named_tensors(path)
-    from converters.tf_checkpoint import is_tf_checkpoint
+    from graphdnn.converters.tf_checkpoint import is_tf_checkpoint
 
     if is_tf_checkpoint(path):
         return _from_tf_checkpoint(path, skip_optimizer_slots)
@@ -386,7 +386,7 @@ def _from_safetensors(path: Path) -> NamedTensors:
 
 
 def _from_tf_checkpoint(path: str | os.PathLike, skip_optimizer_slots: bool) -> NamedTensors:
-    from converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot
+    from graphdnn.converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot
 
     reader = TFCheckpointReader(path)
     readers: dict[str, Callable[[], Any]] = {}

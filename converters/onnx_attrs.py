@@ -4,7 +4,7 @@ INT/FLOAT/STRING become ``int``/``float``/``str`` (UTF-8 decoded), the list kind
 those, and a TENSOR becomes a JSON-safe dict ``{"dtype": "float32", "shape": [...], "data": [...]}``
 (``data`` is the flat, row-major list of values). ``tensor_attr_to_torch`` turns such a dict back
 into a torch tensor. A TYPE_PROTO becomes a type string (``seq(float32)``, see
-``converters.onnx_types``). GRAPH attributes (If/Loop/Scan bodies) are not supported here and raise
+``graphdnn.converters.onnx_types``). GRAPH attributes (If/Loop/Scan bodies) are not supported here and raise
 a clear error.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from graphdnn.converters.onnx_tensors import sparse_to_array
+from graphdnn.converters.onnx_types import type_string
 from onnx import AttributeProto, TensorProto, numpy_helper
 
-from converters.onnx_tensors import sparse_to_array
-from converters.onnx_types import type_string
 from graphdnn import budget
 from graphdnn.errors import FileFormatError, GraphDNNError
 from graphdnn.ops.static import tensor_from_attr

@@ -17,7 +17,7 @@ from graphdnn.subgraphs import signature
 def body_attribute(key: str, body: Graph, outer_names: list[str], opset: int) -> AttributeProto:
     """The GRAPH attribute ``key`` holding ``body``; ``outer_names`` are the exported value names
     of the outer values the op captures, in the order of the body's capture placeholders."""
-    from converters.onnx_export import build_model, value_names
+    from graphdnn.converters.onnx_export import build_model, value_names
 
     inputs, captured, outputs = signature(body)
     if len(captured) != len(outer_names):

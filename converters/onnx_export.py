@@ -36,13 +36,13 @@ from typing import Any
 
 import onnx
 import torch
+from graphdnn.converters.onnx_bodies import body_attribute
+from graphdnn.converters.onnx_gemm import METADATA_KEY as FUSED_KEY
+from graphdnn.converters.onnx_gemm import gemm_node, gemm_pairs
+from graphdnn.converters.onnx_tensors import torch_to_proto
+from graphdnn.converters.onnx_types import type_proto, type_string, unsupported_type
 from onnx import AttributeProto, TensorProto, helper
 
-from converters.onnx_bodies import body_attribute
-from converters.onnx_gemm import METADATA_KEY as FUSED_KEY
-from converters.onnx_gemm import gemm_node, gemm_pairs
-from converters.onnx_tensors import torch_to_proto
-from converters.onnx_types import type_proto, type_string, unsupported_type
 from graphdnn import atomic
 from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
@@ -74,7 +74,7 @@ def export_onnx(
     and return the model. ``inputs``/``outputs`` choose the part to export as in ``graphdnn.compile``
     (any tensor can be an input). ``opset`` defaults to the graph's. ``external_data``: None = only
     when the weights exceed 2 GB; True/False to force. ``path=None`` only builds the model.
-    ``fuse_gemm`` writes dense layers as one ``Gemm`` node (see ``converters.onnx_gemm``)."""
+    ``fuse_gemm`` writes dense layers as one ``Gemm`` node (see ``graphdnn.converters.onnx_gemm``)."""
     with paused_gc():
         model = build_model(obj, inputs, outputs, opset, fuse_gemm)
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD

@@ -1,6 +1,6 @@
 """Import an ONNX model as a graphdnn graph whose names are the model's names, ready to train.
 
-Mapping (the reverse of ``converters.onnx_export``):
+Mapping (the reverse of ``graphdnn.converters.onnx_export``):
 
 * an **initializer** ``conv1/W`` becomes the variable ``conv1/W`` (tensor ``conv1/W:0``). Whether it
   trains is decided by how the model uses it (``trainable="auto"``, the default; ``role``): the
@@ -20,7 +20,7 @@ Mapping (the reverse of ``converters.onnx_export``):
 * a **graph input** that is not an initializer becomes a placeholder; ``dim_param`` and missing
   dims become ``None`` (dynamic). A sequence or optional input (or any such value) has no shape and
   a type string as its dtype (``seq(float32)``, ``optional(seq(int32[4]))``, see
-  ``converters.onnx_types``); the compiled module takes a list of tensors / a value or ``None`` there.
+  ``graphdnn.converters.onnx_types``); the compiled module takes a list of tensors / a value or ``None`` there.
 * a **node** becomes an op named after the node; an empty node name becomes ``<op_type>_<index>``
   (index = position in ``graph.node``). A name that is taken already (by a variable, a placeholder
   or an earlier node) or that looks like a tensor name gets ``_1``, ``_2``... and the original is
@@ -50,13 +50,13 @@ from typing import Any
 
 import onnx
 import torch
+from graphdnn.converters.onnx_attrs import node_attributes, tensor_to_attr_dict
+from graphdnn.converters.onnx_gemm import split_fused
+from graphdnn.converters.onnx_names import recover_names
+from graphdnn.converters.onnx_tensors import ExternalDataMissing, has_external_data, load_external_data, proto_to_torch
+from graphdnn.converters.onnx_types import type_string, unsupported_type
 from onnx import TensorProto
 
-from converters.onnx_attrs import node_attributes, tensor_to_attr_dict
-from converters.onnx_gemm import split_fused
-from converters.onnx_names import recover_names
-from converters.onnx_tensors import ExternalDataMissing, has_external_data, load_external_data, proto_to_torch
-from converters.onnx_types import type_string, unsupported_type
 from graphdnn import budget, shapes
 from graphdnn.atomic import file_identity
 from graphdnn.bulk import paused_gc
@@ -110,7 +110,7 @@ def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, t
     """Import an ONNX model (a path, serialized bytes or a ``ModelProto``) as a graph.
 
     Tensors stored as external data are read only from inside the model file's folder (relative paths,
-    no ``..``, no symbolic link out; ``converters.onnx_tensors.load_external_data``).
+    no ``..``, no symbolic link out; ``graphdnn.converters.onnx_tensors.load_external_data``).
     ``external_data_dir`` names another folder to resolve them in instead (and confines them there); it is
     needed for a model given as bytes or as a ``ModelProto`` whose external data is not loaded yet.
 
@@ -399,7 +399,7 @@ class _Importer:
         graph = model.graph
         inits = {t.name: t for t in graph.initializer}
         self._build(graph, _inferred_graph(model), inits)
-        recover_names(model, g)  # source parameter names the torch exporters lost (converters.onnx_names)
+        recover_names(model, g)  # source parameter names the torch exporters lost (graphdnn.converters.onnx_names)
         g.meta["onnx"] = {
             "inputs": [self.vmap[vi.name] for vi in graph.input if vi.name not in inits],
             "outputs": [self.vmap[o.name] for o in graph.output],
@@ -750,7 +750,7 @@ class _Importer:
 
 def _shape_dtype(vi: onnx.ValueInfoProto) -> tuple[tuple[int | None, ...] | None, str | None]:
     """(shape, dtype) of a value: a sequence or optional has no shape and a type string as its dtype
-    (``seq(float32)``, see ``converters.onnx_types``); (None, None) when unknown or unsupported."""
+    (``seq(float32)``, see ``graphdnn.converters.onnx_types``); (None, None) when unknown or unsupported."""
     kind = vi.type.WhichOneof("value")
     if kind in ("sequence_type", "optional_type"):
         return None, None if unsupported_type(vi.type) else type_string(vi.type)

@@ -7,7 +7,7 @@ and shares equal constants the same way. The module path survives elsewhere: in 
 node names (``/encoder/layer.0/attention/self/query/MatMul``) and in the dynamo exporter's node metadata
 (``pkg.torch.onnx.name_scopes``, whose next-to-last entry is the module path).
 
-``recover_names(model, graph)`` runs after ``converters.onnx_import`` has built ``graph`` and, for each
+``recover_names(model, graph)`` runs after ``graphdnn.converters.onnx_import`` has built ``graph`` and, for each
 variable read by a layer op, derives the parameter that op reads in torch: its module path plus the
 attribute its input slot holds (``MatMul``/``Gemm`` input 1 -> ``weight``, ``Add`` after a ``MatMul`` ->
 ``bias``, ``Conv`` -> ``weight``/``bias``, ``BatchNormalization`` -> ``weight``/``bias``/``running_mean``/

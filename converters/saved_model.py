@@ -21,7 +21,7 @@ object graph) and ``variables/`` (a TF2 object-based checkpoint) and imports one
   carried as values; TensorLists (``tf.TensorArray`` in functions, Keras RNNs) become ONNX sequences.
 
 The ops themselves, the functional control flow and TensorLists included, are translated by the TF
-importers' one catalogue (``converters.tf_ops``; the control flow in ``converters.tf_control``, which builds
+importers' one catalogue (``graphdnn.converters.tf_ops``; the control flow in ``graphdnn.converters.tf_control``, which builds
 bodies through this importer's function library, ``_Inliner.subgraph``). What cannot
 be imported (lookup tables, string ops, custom ops, resources other than variables, ops outside the
 catalogue) is listed, all at once, in one ``UnknownOpError`` naming the function and op of each.
@@ -38,12 +38,11 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-
-from converters.tf_checkpoint import TFCheckpointReader
-from converters.tf_control import IF_OPS, WHILE_OPS
-from converters.tf_import import import_meta_graph
-from converters.tf_ops import TRANSLATORS
-from converters.tf_proto import (
+from graphdnn.converters.tf_checkpoint import TFCheckpointReader
+from graphdnn.converters.tf_control import IF_OPS, WHILE_OPS
+from graphdnn.converters.tf_import import import_meta_graph
+from graphdnn.converters.tf_ops import TRANSLATORS
+from graphdnn.converters.tf_proto import (
     MetaGraph,
     TFDType,
     TFFunction,
@@ -56,6 +55,7 @@ from converters.tf_proto import (
     parse_trackable_object_graph,
     read_saved_model,
 )
+
 from graphdnn import budget
 from graphdnn.dtypes import is_container_type
 from graphdnn.errors import FileFormatError, GraphDNNError, UnknownOpError, reading_file

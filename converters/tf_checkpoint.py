@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-
-from converters.crc32c import crc32c, mask, unmask
-from converters.tf_proto import (
+from graphdnn.converters.crc32c import crc32c, mask, unmask
+from graphdnn.converters.tf_proto import (
     BundleEntry,
     BundleHeader,
     TFDType,
@@ -32,6 +31,7 @@ from converters.tf_proto import (
     parse_bundle_header,
     read_varint,
 )
+
 from graphdnn.errors import FileFormatError
 
 __all__ = [

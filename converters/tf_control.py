@@ -18,8 +18,8 @@ Nested loops and nested conds are reported as unsupported.
 
 TF2 functional control flow (``While``/``If`` calling functions of a SavedModel's library) and the
 TensorLists that Keras RNNs use inside them have their translators here too (``FUNCTIONAL_TRANSLATORS``,
-part of ``converters.tf_ops.TRANSLATORS``); the bodies are built by the importer that owns the function
-library (``converters.saved_model``), passed to the translators as the node's ``_functions`` attribute.
+part of ``graphdnn.converters.tf_ops.TRANSLATORS``); the bodies are built by the importer that owns the function
+library (``graphdnn.converters.saved_model``), passed to the translators as the node's ``_functions`` attribute.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from graphdnn.converters.tf_proto import TFShape, parse_tensor_name
 
-from converters.tf_proto import TFShape, parse_tensor_name
 from graphdnn.dtypes import is_container_type, onnx_code
 from graphdnn.errors import GraphError, UnknownOpError
 from graphdnn.graph import Graph, ValueInfo
@@ -38,7 +38,7 @@ from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.subgraphs import CAPTURES_KEY, set_signature
 
 if TYPE_CHECKING:
-    from converters.tf_import import Node, TFImport, _Builder
+    from graphdnn.converters.tf_import import Node, TFImport, _Builder
 
 ENTERS, EXITS = ("Enter", "RefEnter"), ("Exit", "RefExit")
 MERGES, SWITCHES = ("Merge", "RefMerge"), ("Switch", "RefSwitch")
@@ -319,7 +319,7 @@ def _analyse(imp: TFImport, frame: str, names: list[str]) -> Loop:
 
 
 def _translatable(imp: TFImport, name: str) -> bool:
-    from converters.tf_ops import TRANSLATORS
+    from graphdnn.converters.tf_ops import TRANSLATORS
 
     op = imp.nodes[name].op
     return (op in TRANSLATORS or op in ("Const", "Identity") or op in TENSOR_ARRAY_DATA
@@ -383,8 +383,8 @@ class _Region:
         return base
 
     def run(self, names: list[str], suffix: str = "") -> None:
-        from converters.tf_import import Node
-        from converters.tf_ops import TRANSLATORS
+        from graphdnn.converters.tf_import import Node
+        from graphdnn.converters.tf_ops import TRANSLATORS
 
         imp = self.b.imp
         saved = imp.graph, imp.tensor  # type: ignore[attr-defined]
@@ -691,7 +691,7 @@ def _tensor_list_length(n: Node) -> list[str]:
     return [n.add("Cast", [length], {"to": onnx_code("int32")})]
 
 
-#: Translators of TF2 functional control flow and TensorLists (merged into ``converters.tf_ops.TRANSLATORS``).
+#: Translators of TF2 functional control flow and TensorLists (merged into ``graphdnn.converters.tf_ops.TRANSLATORS``).
 FUNCTIONAL_TRANSLATORS: dict[str, Callable[[Node], list[str]]] = {
     **{op: functional_while for op in WHILE_OPS}, **{op: functional_if for op in IF_OPS},
     "TensorListReserve": _tensor_list_reserve, "TensorListFromTensor": _tensor_list_from_tensor,

@@ -25,7 +25,7 @@ statistics and updates the moving averages in place, as TF's UPDATE_OPS did (``m
 (TF's unfused kernel used the biased one, a relative difference of 1/(batch-1)).
 
 Control flow: a ``tf.while_loop`` frame (``dynamic_rnn`` included) becomes one ONNX ``Loop`` and a
-``tf.cond`` on data one ``If`` per ``Merge``, with TF's names inside their bodies (``converters.tf_control``).
+``tf.cond`` on data one ``If`` per ``Merge``, with TF's names inside their bodies (``graphdnn.converters.tf_control``).
 Shapes graphdnn cannot infer (``Fill`` of a dynamic shape, ``Where``) come from TF's ``_output_shapes``.
 
 Unsupported ops are listed, all at once, in one ``UnknownOpError``.
@@ -43,11 +43,11 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import torch
+from graphdnn.converters import tf_control as control_flow
+from graphdnn.converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot, resolve_checkpoint_prefix
+from graphdnn.converters.tf_ops import TRANSLATORS, f32
+from graphdnn.converters.tf_proto import MetaGraph, TFNode, TFShape, TFVariableDef, parse_tensor_name, read_meta_graph
 
-from converters import tf_control as control_flow
-from converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot, resolve_checkpoint_prefix
-from converters.tf_ops import TRANSLATORS, f32
-from converters.tf_proto import MetaGraph, TFNode, TFShape, TFVariableDef, parse_tensor_name, read_meta_graph
 from graphdnn import budget
 from graphdnn.dtypes import onnx_to_name
 from graphdnn.errors import FileFormatError, GraphDNNError, GraphError, UnknownOpError, reading_file
@@ -710,7 +710,7 @@ def _load_tf_with_report(path: str | os.PathLike, training: bool, checkpoint: st
 
 def import_meta_graph(meta: MetaGraph, reader: TFCheckpointReader | None = None, *, training: bool = False,
                       outputs: list[str] | None = None, source: str | None = None) -> Graph:
-    """Translate a decoded meta graph (``converters.tf_proto``), binding variables from ``reader``."""
+    """Translate a decoded meta graph (``graphdnn.converters.tf_proto``), binding variables from ``reader``."""
     source = source or meta.source
     imp = TFImport(meta, source, training, {n.name: n for n in meta.nodes})
     imp.graph = Graph(Path(source).name.removesuffix(".meta") or "tf")
@@ -740,7 +740,7 @@ def _declare_signature(imp: TFImport) -> None:
 
 def _variables_only(reader: TFCheckpointReader | None, prefix: str | None) -> Graph:
     """A checkpoint without a meta graph: its non-slot numeric tensors as variables."""
-    from converters.named_tensors import read_named_tensors
+    from graphdnn.converters.named_tensors import read_named_tensors
 
     graph = Graph(Path(prefix or "tf").name)
     if reader is None:

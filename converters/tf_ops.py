@@ -13,15 +13,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from graphdnn.converters.tf_control import FUNCTIONAL_TRANSLATORS
 
-from converters.tf_control import FUNCTIONAL_TRANSLATORS
 from graphdnn.dtypes import onnx_code
 from graphdnn.errors import GraphError
 from graphdnn.graph import ValueInfo
 from graphdnn.ops.registry import GRAPHDNN_DOMAIN
 
 if TYPE_CHECKING:
-    from converters.tf_import import Node
+    from graphdnn.converters.tf_import import Node
 
 
 def f32(value: Any) -> float:
@@ -799,6 +799,6 @@ def supported_ops() -> list[str]:
     """Every TF op type the importers read, sorted: the translators here (TF2 ``While``/``If`` and TensorLists
     from SavedModel functions included) plus the control flow, leaves and pass-through ops that ``tf_import``
     handles itself (for the README's coverage table)."""
-    from converters.tf_import import HANDLED_OPS
+    from graphdnn.converters.tf_import import HANDLED_OPS
 
     return sorted(set(TRANSLATORS) | set(HANDLED_OPS))

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
+from graphdnn.converters.tf_protos import message_class
 
-from converters.tf_protos import message_class
 from graphdnn import budget
 from graphdnn.errors import FileFormatError
 

@@ -208,7 +208,7 @@ class _Context:
             listed = "; ".join(f"{op} at {', '.join(sorted(set(paths))[:6])}" for op, paths in sorted(missing.items()))
             raise UnknownOpError(
                 f"module {type(self.module).__name__}: {len(missing)} ATen op(s) have no graphdnn translator: "
-                f"{listed}. Register one with converters.torch_export.translates, or rewrite those modules")
+                f"{listed}. Register one with graphdnn.converters.torch_export.translates, or rewrite those modules")
 
     def _distinct_output(self, t: Tensor) -> Tensor:
         op = t.op

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn import layers, nn
 from graphdnn.data import load_digits
 from graphdnn.runtime import OrtRunner

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from graphdnn.converters.named_tensors import load_weights
 
 import graphdnn as gd
-from converters.named_tensors import load_weights
 from graphdnn import layers, nn
 
 FOREIGN = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "foreign"

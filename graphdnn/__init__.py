@@ -58,15 +58,15 @@ def load(path: str, **kwargs: Any) -> Graph:
 
 def export_onnx(obj: Any, path: str, **kwargs: Any) -> Any:
     """Export a graph or compiled module to ONNX, keeping every name."""
-    from converters.onnx_export import export_onnx as _export
+    from graphdnn.converters.onnx_export import export_onnx as _export
 
     return _export(obj, path, **kwargs)
 
 
 def from_torch(module: Any, example_inputs: Any, dynamic_shapes: Any = None, **kwargs: Any) -> Graph:
     """The graph of a ``torch.nn.Module`` traced by ``torch.export``: its parameters and buffers as variables
-    under their state-dict names, op names scoped by module path (``converters.torch_export``)."""
-    from converters.torch_export import from_torch as _from_torch
+    under their state-dict names, op names scoped by module path (``graphdnn.converters.torch_export``)."""
+    from graphdnn.converters.torch_export import from_torch as _from_torch
 
     return _from_torch(module, example_inputs, dynamic_shapes, **kwargs)
 

@@ -246,7 +246,7 @@ class CompiledGraph(fx.GraphModule):
             return super().load_state_dict(fixed, strict=strict, assign=assign)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n(keys are graph names with '.' for '/', e.g. 'hidden1.kernel'; to load "
-                               "another framework's weights by name, use converters.named_tensors.load_weights"
+                               "another framework's weights by name, use graphdnn.converters.named_tensors.load_weights"
                                "(model, source), which maps names and layouts)") from None
 
     def recompile(self) -> Any:

@@ -6,10 +6,10 @@ safetensors, ONNX and TF index files), by the path second:
 =============================================  ===============================================
 ``*.safetensors``                               graphdnn checkpoint (``graphdnn.checkpoint``)
 ``*.safetensors.index.json``                    sharded graphdnn checkpoint
-``*.onnx``                                      ``converters.onnx_import.load_onnx``
-``*.meta``, ``*.index``, a TF checkpoint prefix ``converters.tf_import.load_tf``
-a folder holding ``saved_model.pb``             ``converters.saved_model.load_saved_model``
-``*.keras``, ``*.h5``, ``*.hdf5``               ``converters.keras_import.load_keras``
+``*.onnx``                                      ``graphdnn.converters.onnx_import.load_onnx``
+``*.meta``, ``*.index``, a TF checkpoint prefix ``graphdnn.converters.tf_import.load_tf``
+a folder holding ``saved_model.pb``             ``graphdnn.converters.saved_model.load_saved_model``
+``*.keras``, ``*.h5``, ``*.hdf5``               ``graphdnn.converters.keras_import.load_keras``
 =============================================  ===============================================
 
 Importers of foreign formats are imported only when needed; one that is not installed gives a
@@ -88,8 +88,8 @@ KINDS = {
     "hdf5": ("an HDF5 file (Keras .h5)", "graphdnn.load"),
     "keras": ("a Keras v3 archive (.keras)", "graphdnn.load"),
     "tf-index": ("a TensorFlow checkpoint index", "graphdnn.load"),
-    "pytorch": ("a PyTorch file (torch.save)", "converters.named_tensors.load_weights"),
-    "npz": ("a NumPy .npz archive", "converters.named_tensors.load_weights"),
+    "pytorch": ("a PyTorch file (torch.save)", "graphdnn.converters.named_tensors.load_weights"),
+    "npz": ("a NumPy .npz archive", "graphdnn.converters.named_tensors.load_weights"),
     "npy": ("a NumPy .npy array", "numpy.load"),
 }
 
@@ -189,13 +189,13 @@ def _load(path: Path, kwargs: dict[str, Any]) -> Graph:
 
         return _read(load_safetensors, path, kwargs)
     if name.endswith(".onnx"):
-        return _foreign("converters.onnx_import", "load_onnx", "ONNX", path, kwargs)
+        return _foreign("graphdnn.converters.onnx_import", "load_onnx", "ONNX", path, kwargs)
     if (path.is_dir() and (path / "saved_model.pb").is_file()) or name == "saved_model.pb":
-        return _foreign("converters.saved_model", "load_saved_model", "TensorFlow SavedModel", path, kwargs)
+        return _foreign("graphdnn.converters.saved_model", "load_saved_model", "TensorFlow SavedModel", path, kwargs)
     if name.endswith((".meta", ".index")) or (not path.exists() and _is_tf_prefix(path)):
-        return _foreign("converters.tf_import", "load_tf", "TensorFlow checkpoint", path, kwargs)
+        return _foreign("graphdnn.converters.tf_import", "load_tf", "TensorFlow checkpoint", path, kwargs)
     if name.endswith((".keras", ".h5", ".hdf5")):
-        return _foreign("converters.keras_import", "load_keras", "Keras", path, kwargs)
+        return _foreign("graphdnn.converters.keras_import", "load_keras", "Keras", path, kwargs)
     if path.is_file() and _looks_like_safetensors(path):
         from graphdnn.checkpoint import load_safetensors
 
@@ -212,9 +212,9 @@ def _load_kind(path: Path, kind: str, named: str | None, kwargs: dict[str, Any])
 
         return _read(load_safetensors, path, kwargs)
     if kind == "onnx":
-        return _foreign("converters.onnx_import", "load_onnx", "ONNX", path, kwargs)
+        return _foreign("graphdnn.converters.onnx_import", "load_onnx", "ONNX", path, kwargs)
     if kind in ("hdf5", "keras"):
-        return _foreign("converters.keras_import", "load_keras", "Keras", path, kwargs)
+        return _foreign("graphdnn.converters.keras_import", "load_keras", "Keras", path, kwargs)
     what, reader = KINDS[kind]
     misnamed = f" (named like {KINDS[named][0]})" if named and named != kind else ""
     if kind == "tf-index":

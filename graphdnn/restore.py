@@ -109,7 +109,7 @@ class MappingSource:
 def _is_tf_checkpoint(path: Path) -> bool:
     if path.suffix == ".meta" or path.name.endswith((".keras", ".h5", ".hdf5", ".onnx")):
         return False
-    from converters.tf_checkpoint import is_tf_checkpoint
+    from graphdnn.converters.tf_checkpoint import is_tf_checkpoint
 
     return is_tf_checkpoint(path)
 
@@ -124,7 +124,7 @@ def as_source(source: Any) -> tuple[TensorSource, str]:
             return TensorFile(path), str(path)
         if (path.name.lower().endswith((".pt", ".pth", ".bin", ".npz")) or (path / "config.json").is_file()
                 or _is_tf_checkpoint(path)):  # (a folder with config.json: Hugging Face save_pretrained)
-            from converters.named_tensors import read_named_tensors
+            from graphdnn.converters.named_tensors import read_named_tensors
 
             return read_named_tensors(path), str(path)
         from graphdnn.loading import load
@@ -422,7 +422,7 @@ def restore(
 
 
 #: ``graph.meta`` key of the source names a converter recorded: ``{source name: [variable, layout]}``, layout
-#: ``"same"`` or ``"transpose"`` (see ``converters.onnx_names`` and ``converters.torch_export``).
+#: ``"same"`` or ``"transpose"`` (see ``graphdnn.converters.onnx_names`` and ``graphdnn.converters.torch_export``).
 WEIGHT_SOURCES = "weight_sources"
 #: ``graph.meta`` key of the weights an exporter folded beyond recovery: ``{name: what happened}``.
 WEIGHT_SOURCES_FOLDED = "weight_sources_folded"

@@ -41,7 +41,7 @@ class OrtRunner:
         self._sessions: dict[tuple[str, ...], Any] = {}
         self.graph: Graph | None = None
         if isinstance(source, (Graph, CompiledGraph)):
-            from converters.onnx_export import build_model, value_names
+            from graphdnn.converters.onnx_export import build_model, value_names
 
             self.graph = source if isinstance(source, Graph) else source.source_graph
             self._inputs, self._outputs = inputs, outputs
@@ -51,7 +51,7 @@ class OrtRunner:
             self.model = source
             self._names = {}
         elif isinstance(source, (str, os.PathLike)):
-            from converters.onnx_import import _read
+            from graphdnn.converters.onnx_import import _read
 
             self.model, _ = _read(Path(source))
             self._names = {}
@@ -90,7 +90,7 @@ class OrtRunner:
         import onnx
 
         if self.graph is not None:
-            from converters.onnx_export import build_model
+            from graphdnn.converters.onnx_export import build_model
 
             base = list(self._outputs) if self._outputs is not None else [self.graph.get_tensor(r).name
                                                                           for r in self._graph_outputs()]

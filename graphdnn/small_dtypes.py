@@ -17,7 +17,7 @@ graphdnn dtype            torch dtype                 the byte of each element h
 Torch implements almost nothing for the int/uint shells (no copy, indexing or printing), so
 lowerings read such tensors through ``decode`` (values in int8/uint8/float32) and write them with
 ``encode`` (ONNX ``Cast`` rounding and saturation); ``storage``/``clone`` reach the raw bytes.
-Packing two or four elements per byte happens only in files (``converters.onnx_tensors``).
+Packing two or four elements per byte happens only in files (``graphdnn.converters.onnx_tensors``).
 """
 
 from __future__ import annotations

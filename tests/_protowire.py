@@ -1,5 +1,5 @@
 """Protobuf wire-format writers for tests that build TF tables and protos by hand (the readers under
-test live in ``converters.tf_proto``)."""
+test live in ``graphdnn.converters.tf_proto``)."""
 
 from __future__ import annotations
 

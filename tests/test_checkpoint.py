@@ -209,7 +209,7 @@ def test_load_dispatch_errors(tmp_path, monkeypatch):
         gd.load(tmp_path / "model.xyz")
     with pytest.raises(FileFormatError, match="no such file"):
         gd.load(tmp_path / "missing.safetensors")
-    monkeypatch.setitem(sys.modules, "converters.keras_import", None)
+    monkeypatch.setitem(sys.modules, "graphdnn.converters.keras_import", None)
     (tmp_path / "m.keras").write_bytes(b"PK")
     with pytest.raises(FileFormatError, match="Keras importer .* unavailable"):
         gd.load(tmp_path / "m.keras")

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 from _torch_models import MODELS, build
+from graphdnn.converters.torch_export import TorchExportError, coverage
 
 import graphdnn
-from converters.torch_export import TorchExportError, coverage
 from graphdnn.errors import UnknownOpError
 from graphdnn.names import graph_name, state_key
 

@@ -8,12 +8,12 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn import initializers as init
 from graphdnn import layers, nn
 from graphdnn.ops import rnn

@@ -17,10 +17,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from graphdnn.converters.keras_import import keras_named_tensors, load_keras
+from graphdnn.converters.named_tensors import read_named_tensors
 
 import graphdnn as gd
-from converters.keras_import import keras_named_tensors, load_keras
-from converters.named_tensors import read_named_tensors
 from graphdnn.errors import FileFormatError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

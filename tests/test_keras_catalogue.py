@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.keras_import import keras_named_tensors, load_keras, load_keras_weights, supported_layers
 
 import graphdnn as gd
-from converters.keras_import import keras_named_tensors, load_keras, load_keras_weights, supported_layers
 from graphdnn.errors import FileFormatError, UnknownOpError
 
 CATALOGUE = Path(__file__).parent / "fixtures" / "foreign" / "keras" / "catalogue"

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from graphdnn.converters.keras_import import keras_named_tensors, load_keras, load_keras_weights
 
 import graphdnn as gd
-from converters.keras_import import keras_named_tensors, load_keras, load_keras_weights
 from graphdnn import layers, nn
 from graphdnn.errors import FileFormatError, UnknownOpError
 

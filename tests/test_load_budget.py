@@ -16,12 +16,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from graphdnn.converters.named_tensors import read_named_tensors
+from graphdnn.converters.onnx_import import load_onnx
+from graphdnn.converters.tf_import import load_tf
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
-from converters.named_tensors import read_named_tensors
-from converters.onnx_import import load_onnx
-from converters.tf_import import load_tf
 from graphdnn import budget
 from graphdnn.errors import FileFormatError, ResourceLimitError
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from graphdnn.converters.named_tensors import LayoutConverter, load_weights, read_named_tensors, torch_to_tf_name
 from safetensors.torch import save_file
 
 import graphdnn as gd
-from converters.named_tensors import LayoutConverter, load_weights, read_named_tensors, torch_to_tf_name
 from graphdnn import layers, nn
 from graphdnn.errors import FileFormatError, RestoreError
 

@@ -14,11 +14,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_import import load_onnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn import layers, nn
 from graphdnn.errors import GraphError
 from graphdnn.names import check_name, graph_name, state_key

@@ -92,7 +92,7 @@ def test_restore_include_matching_nothing_is_an_error_with_close_names(tmp_path)
 
 
 def test_load_weights_that_load_nothing_fail_unless_not_strict():
-    from converters.named_tensors import load_weights
+    from graphdnn.converters.named_tensors import load_weights
 
     g, _ = _mlp(batch_norm=False)
     state = {"fc9.weight": torch.zeros(5, 5)}

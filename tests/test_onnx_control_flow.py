@@ -10,12 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_export import export_onnx
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto as T
 from onnx import helper as h
 
 import graphdnn as gd
-from converters.onnx_export import export_onnx
-from converters.onnx_import import load_onnx
 from graphdnn.errors import FileFormatError, GraphError, UnknownOpError
 
 

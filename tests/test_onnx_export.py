@@ -10,9 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters import onnx_export
 
 import graphdnn as gd
-from converters import onnx_export
 from graphdnn import initializers as init
 from graphdnn import layers, nn
 from graphdnn.errors import GraphError

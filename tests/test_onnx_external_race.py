@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from graphdnn.converters import onnx_tensors
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
-from converters import onnx_tensors
 from graphdnn.errors import FileFormatError
 
 

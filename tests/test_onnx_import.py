@@ -10,10 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn import layers, nn
 from graphdnn.errors import FileFormatError, GraphDNNError, UnknownOpError
 from graphdnn.graph import Graph

@@ -171,7 +171,7 @@ def test_shared_initializer_is_split_per_module() -> None:
 
 
 def _load_proto(model_proto: onnx.ModelProto) -> graphdnn.Graph:
-    from converters.onnx_import import load_onnx
+    from graphdnn.converters.onnx_import import load_onnx
 
     return load_onnx(model_proto)
 

@@ -12,10 +12,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_export import build_model
+from graphdnn.converters.onnx_import import load_onnx
 
 import graphdnn as gd
-from converters.onnx_export import build_model
-from converters.onnx_import import load_onnx
 from graphdnn import layers, nn
 from graphdnn.errors import GraphError
 from graphdnn.ops import registry

@@ -7,11 +7,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_import import load_onnx, value_name_of
+from graphdnn.converters.onnx_types import type_proto, type_string
 from onnx import TensorProto, helper
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx, value_name_of
-from converters.onnx_types import type_proto, type_string
 from graphdnn.dtypes import parse_value_type, value_type_name
 from graphdnn.errors import GraphError, UnknownOpError
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 
 VOCAB, WIDTH, HEADS, SEQ = 32, 16, 2, 8
 

@@ -9,11 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 
 RNG = np.random.default_rng(7)
 

@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_attrs import attribute_to_python, tensor_attr_to_torch
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.onnx_attrs import attribute_to_python, tensor_attr_to_torch
 from graphdnn.ops import lookup
 
 RNG = np.random.default_rng(0)

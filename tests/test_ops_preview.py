@@ -11,11 +11,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn.ops.preview import PREVIEW_DOMAIN, TRAINING_DOMAIN
 from graphdnn.ops.stateful import linear_attention
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from graphdnn.converters.onnx_import import load_onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn import layers, nn
 
 UNARY = {"relu": nn.relu, "elu": nn.elu, "selu": nn.selu, "tanh": nn.tanh, "sigmoid": nn.sigmoid,

@@ -11,11 +11,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_export import export_onnx
+from graphdnn.converters.saved_model import load_saved_model, signature_names
+from graphdnn.converters.tf_protos import message_class
 
 import graphdnn as gd
-from converters.onnx_export import export_onnx
-from converters.saved_model import load_saved_model, signature_names
-from converters.tf_protos import message_class
 from graphdnn.cli import main as cli
 from graphdnn.errors import FileFormatError, GraphDNNError, UnknownOpError
 

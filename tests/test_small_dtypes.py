@@ -9,13 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_export import export_onnx
+from graphdnn.converters.onnx_import import load_onnx
+from graphdnn.converters.onnx_tensors import array_to_torch, proto_to_torch, torch_to_array, torch_to_proto
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import graphdnn as gd
-from converters.onnx_export import export_onnx
-from converters.onnx_import import load_onnx
-from converters.onnx_tensors import array_to_torch, proto_to_torch, torch_to_array, torch_to_proto
 from graphdnn.dtypes import dtype_name, onnx_code, onnx_to_name, torch_dtype
 from graphdnn.errors import GraphError
 from graphdnn.ops.registry import lookup

@@ -11,12 +11,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.onnx_export import export_onnx
+from graphdnn.converters.tf_import import import_meta_graph, load_tf
+from graphdnn.converters.tf_ops import supported_ops
+from graphdnn.converters.tf_proto import read_meta_graph
 
 import graphdnn as gd
-from converters.onnx_export import export_onnx
-from converters.tf_import import import_meta_graph, load_tf
-from converters.tf_ops import supported_ops
-from converters.tf_proto import read_meta_graph
 from graphdnn.errors import UnknownOpError
 
 FOREIGN = Path(__file__).parent / "fixtures" / "foreign"

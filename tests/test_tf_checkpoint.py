@@ -17,9 +17,8 @@ import pytest
 from _protowire import len_field as _field
 from _protowire import varint as _varint
 from _protowire import varint_field as _vfield
-
-from converters.crc32c import _update_bytes, crc32c, mask, masked_crc32c, unmask
-from converters.tf_checkpoint import (
+from graphdnn.converters.crc32c import _update_bytes, crc32c, mask, masked_crc32c, unmask
+from graphdnn.converters.tf_checkpoint import (
     TABLE_MAGIC,
     TFCheckpointReader,
     _block_entries,
@@ -31,6 +30,7 @@ from converters.tf_checkpoint import (
     read_tf_checkpoint,
     resolve_checkpoint_prefix,
 )
+
 from graphdnn.errors import FileFormatError
 
 FOREIGN = Path(__file__).parent / "fixtures" / "foreign"

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from graphdnn.converters.tf_import import import_meta_graph, load_tf, load_tf_with_report
+from graphdnn.converters.tf_proto import read_meta_graph
 
 import graphdnn as gd
-from converters.tf_import import import_meta_graph, load_tf, load_tf_with_report
-from converters.tf_proto import read_meta_graph
 from graphdnn.errors import FileFormatError, UnknownOpError
 
 FOREIGN = Path(__file__).parent / "fixtures" / "foreign"
@@ -129,7 +129,7 @@ def _copy(tmp_path, prefix):
 def test_corrupted_data_names_the_tensor(tmp_path):
     prefix = _copy(tmp_path, DNN)
     data = Path(str(prefix) + ".data-00000-of-00001")
-    from converters.tf_checkpoint import TFCheckpointReader
+    from graphdnn.converters.tf_checkpoint import TFCheckpointReader
 
     entry = TFCheckpointReader(prefix).entry("hidden2/kernel")
     raw = bytearray(data.read_bytes())

@@ -10,9 +10,8 @@ import pytest
 from _protowire import len_field as _len
 from _protowire import varint as _varint
 from _protowire import varint_field as _vint
-
-from converters.tf_checkpoint import TFCheckpointReader
-from converters.tf_proto import (
+from graphdnn.converters.tf_checkpoint import TFCheckpointReader
+from graphdnn.converters.tf_proto import (
     MetaGraph,
     TFAttrPlaceholder,
     TFDType,
@@ -28,6 +27,7 @@ from converters.tf_proto import (
     read_graph_def,
     read_meta_graph,
 )
+
 from graphdnn.errors import FileFormatError
 
 FOREIGN = Path(__file__).parent / "fixtures" / "foreign"

@@ -4,15 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import graphdnn.converters.saved_model  # noqa: F401  (imported first on purpose: the TF1 importer must not change)
 import numpy as np
 import pytest
 import torch
+from graphdnn.converters.tf_import import import_meta_graph
+from graphdnn.converters.tf_ops import supported_ops
+from graphdnn.converters.tf_proto import read_meta_graph
 
-import converters.saved_model  # noqa: F401  (imported first on purpose: the TF1 importer must not change)
 import graphdnn as gd
-from converters.tf_import import import_meta_graph
-from converters.tf_ops import supported_ops
-from converters.tf_proto import read_meta_graph
 from graphdnn.errors import UnknownOpError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +21,9 @@ DNN = FOREIGN / "tf1_dnn" / "my_model_final.ckpt"
 
 
 def test_supported_ops_do_not_depend_on_import_order():
-    code = ("from converters.tf_ops import supported_ops\n"
+    code = ("from graphdnn.converters.tf_ops import supported_ops\n"
             "before = supported_ops()\n"
-            "import converters.saved_model\n"
+            "import graphdnn.converters.saved_model\n"
             "assert before == supported_ops(), sorted(set(supported_ops()) ^ set(before))\n"
             "print(len(before), 'While' in before, 'TensorListReserve' in before)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

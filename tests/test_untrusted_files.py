@@ -18,11 +18,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphdnn.converters.keras_import import keras_named_tensors, load_keras
+from graphdnn.converters.onnx_import import load_onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
-from converters.keras_import import keras_named_tensors, load_keras
-from converters.onnx_import import load_onnx
 from graphdnn.cli import main as cli
 from graphdnn.errors import ExternalReferenceError, FileFormatError, ResourceLimitError
 

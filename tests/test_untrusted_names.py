@@ -19,6 +19,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from graphdnn.converters.onnx_import import load_onnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -26,7 +27,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import graphdnn as gd
-from converters.onnx_import import load_onnx
 from graphdnn import layers, nn
 from graphdnn.cli import main as cli_main
 from graphdnn.errors import GraphDNNError, GraphError

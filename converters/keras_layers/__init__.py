@@ -183,7 +183,7 @@ def reduce(layer: KerasLayer, op: str, x: Tensor, axes: list[int], keepdims: boo
 
 
 # Family modules register their translators on import.
-from converters.keras_layers import (  # noqa: E402,F401
+from graphdnn.converters.keras_layers import (  # noqa: E402,F401
     applications,
     attention,
     conv,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from converters.keras_layers import KerasLayer, translates
+from graphdnn.converters.keras_layers import KerasLayer, translates
+
 from graphdnn.graph import Tensor
 
 

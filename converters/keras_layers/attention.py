@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from graphdnn.converters.keras_layers import KerasLayer, reduce, translates
 
-from converters.keras_layers import KerasLayer, reduce, translates
 from graphdnn.graph import Tensor
 
 _NEG = -1e9  # Keras's large negative number for masked float32 logits

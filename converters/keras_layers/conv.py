@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from converters.keras_layers import (
+from graphdnn.converters.keras_layers import (
     KerasLayer,
     from_channels_first,
     same_pads,
@@ -18,7 +18,8 @@ from converters.keras_layers import (
     translates,
     tuple_n,
 )
-from converters.keras_layers.core import activation, bias_add
+from graphdnn.converters.keras_layers.core import activation, bias_add
+
 from graphdnn.graph import Tensor
 
 

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 import numpy as np
+from graphdnn.converters.keras_layers import KerasLayer, reduce, translates
 
-from converters.keras_layers import KerasLayer, reduce, translates
 from graphdnn.graph import Tensor
 from graphdnn.ops.registry import GRAPHDNN_DOMAIN
 

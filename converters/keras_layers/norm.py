@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from graphdnn.converters.keras_layers import KerasLayer, reduce, translates
+from graphdnn.converters.keras_layers.core import _l2_normalize
 
-from converters.keras_layers import KerasLayer, reduce, translates
-from converters.keras_layers.core import _l2_normalize
 from graphdnn.graph import Tensor
 
 

@@ -3,7 +3,7 @@ pooling (``keepdims``)."""
 
 from __future__ import annotations
 
-from converters.keras_layers import (
+from graphdnn.converters.keras_layers import (
     KerasLayer,
     channels_last,
     from_channels_first,
@@ -12,7 +12,8 @@ from converters.keras_layers import (
     translates,
     tuple_n,
 )
-from converters.keras_layers.conv import conv_attrs
+from graphdnn.converters.keras_layers.conv import conv_attrs
+
 from graphdnn.graph import Tensor
 
 _POOLS = [f"{kind}{dim}D" for kind in ("MaxPooling", "AveragePooling", "MaxPool", "AvgPool") for dim in (1, 2, 3)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from graphdnn.converters.keras_layers import KerasLayer, translates
+from graphdnn.converters.keras_layers.reshape import resize
 
-from converters.keras_layers import KerasLayer, translates
-from converters.keras_layers.reshape import resize
 from graphdnn.graph import Tensor
 
 

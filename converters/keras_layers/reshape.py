@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from graphdnn.converters.keras_layers import KerasLayer, channels_last, translates
 
-from converters.keras_layers import KerasLayer, channels_last, translates
 from graphdnn.graph import Tensor
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from graphdnn.converters.keras_layers import LAYERS, KerasLayer, translates
 
-from converters.keras_layers import LAYERS, KerasLayer, translates
 from graphdnn.graph import Tensor, ValueInfo
 
 _ACT = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "softsign": "Softsign", "softplus": "Softplus"}

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-from converters.tf_protos._descriptor import SERIALIZED
+from graphdnn.converters.tf_protos._descriptor import SERIALIZED
 
 __all__ = ["message_class", "POOL"]
 

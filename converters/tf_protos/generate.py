@@ -5,7 +5,7 @@
                                                        # field's number, name, type and repetition against TF's
 
 protoc compiles the schema to a serialized ``FileDescriptorProto`` that ``_descriptor.py`` embeds;
-``converters.tf_protos`` builds the message classes from it at import time in a private descriptor pool.
+``graphdnn.converters.tf_protos`` builds the message classes from it at import time in a private descriptor pool.
 Embedding the descriptor rather than protoc's ``_pb2.py`` code keeps the classes independent of the
 protoc/runtime version pairing (``_pb2.py`` modules check that the protobuf runtime is at least as new
 as the protoc that wrote them) and of TensorFlow's own ``tensorflow.*`` messages in the default pool.
@@ -60,6 +60,7 @@ def audit() -> int:
     sys.path.insert(0, str(HERE.parents[1]))
     from google.protobuf import descriptor_pool
     from google.protobuf.descriptor import FieldDescriptor
+    from graphdnn.converters.tf_protos import POOL
     from tensorflow.core.framework import function_pb2, variable_pb2  # noqa: F401  (registers TF's messages)
     from tensorflow.core.protobuf import (  # noqa: F401
         meta_graph_pb2,
@@ -68,8 +69,6 @@ def audit() -> int:
         tensor_bundle_pb2,
         trackable_object_graph_pb2,
     )
-
-    from converters.tf_protos import POOL
 
     tf_pool, bad, checked = descriptor_pool.Default(), 0, 0
 

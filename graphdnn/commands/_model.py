@@ -48,7 +48,7 @@ def format_name(path: str | Path) -> str:
         if name.endswith(suffix):
             return label
     if Path(path).is_dir():
-        from converters.named_tensors import hf_weights_file
+        from graphdnn.converters.named_tensors import hf_weights_file
 
         if hf_weights_file(path) is not None:
             return "Hugging Face folder"
@@ -91,7 +91,7 @@ def open_model(path: str | Path, *, need_graph: bool = False, max_bytes: int | N
         from graphdnn.loading import load
 
         return Model(path, "graphdnn checkpoint" if fmt == "safetensors" else fmt, load(path, max_bytes=max_bytes))
-    from converters.named_tensors import read_named_tensors
+    from graphdnn.converters.named_tensors import read_named_tensors
 
     tensors = read_named_tensors(path, max_bytes=max_bytes)
     if need_graph:

@@ -6,7 +6,7 @@ Keras ``.weights.h5``); writes a graphdnn ``.safetensors`` (graph + variables, o
 ``.onnx`` model. ``--include``/``--exclude`` select variables (regexes matched at the start of the name,
 as in ``graphdnn.restore``), ``--rename PAT=REPL`` renames ops and variables (first matching rule,
 ``re.sub``). ``--graph MODEL`` loads SRC's weights into MODEL's graph (layouts converted, as in
-``converters.named_tensors.load_weights``) and writes that model.
+``graphdnn.converters.named_tensors.load_weights``) and writes that model.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _selected(names: list[str], include: str | None, exclude: str | None, allow_
 
 
 def _into_graph(args: argparse.Namespace, src: Model, rules: list[tuple[str, str]]) -> Graph:
-    from converters.named_tensors import load_weights
+    from graphdnn.converters.named_tensors import load_weights
 
     graph = open_model(args.graph, need_graph=True, max_bytes=args.max_bytes).graph
     source = src.graph.values if src.graph is not None else src.tensors

@@ -77,7 +77,7 @@ def _checkpoint_tensors(model: Model) -> dict[str, Any] | None:
     grouped: the graph's variables, optimizer slots (``global_step``, ``*/Momentum``, ...), other tensors."""
     if model.format not in ("TensorFlow checkpoint", "TensorFlow meta graph"):
         return None
-    from converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot, resolve_checkpoint_prefix
+    from graphdnn.converters.tf_checkpoint import TFCheckpointReader, is_optimizer_slot, resolve_checkpoint_prefix
     from graphdnn.errors import FileFormatError
 
     try:

@@ -65,8 +65,8 @@ def _torch(graph: Any, feeds: dict[str, np.ndarray], outputs: list[str] | None) 
     import torch
 
     import graphdnn as gd
-    from converters.onnx_export import value_names
     from graphdnn.compiler import default_outputs
+    from graphdnn.converters.onnx_export import value_names
     from graphdnn.dtypes import torch_dtype
 
     ins = [graph.get_tensor(n) for n in feeds]
