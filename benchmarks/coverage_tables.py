@@ -35,7 +35,8 @@ def tf_ops_table() -> str:
 
 
 def keras_layers_table() -> str:
-    """The Keras layer classes ``load_keras`` rebuilds, by family (``graphdnn.converters.keras_import.supported_layers``)."""
+    """The Keras layer classes ``load_keras`` rebuilds, by family
+    (``graphdnn.converters.keras_import.supported_layers``)."""
     sys.path.insert(0, str(ROOT))
     from graphdnn.converters.keras_import import supported_layers
 

@@ -21,7 +21,8 @@ object graph) and ``variables/`` (a TF2 object-based checkpoint) and imports one
   carried as values; TensorLists (``tf.TensorArray`` in functions, Keras RNNs) become ONNX sequences.
 
 The ops themselves, the functional control flow and TensorLists included, are translated by the TF
-importers' one catalogue (``graphdnn.converters.tf_ops``; the control flow in ``graphdnn.converters.tf_control``, which builds
+importers' one catalogue (``graphdnn.converters.tf_ops``; the control flow in
+``graphdnn.converters.tf_control``, which builds
 bodies through this importer's function library, ``_Inliner.subgraph``). What cannot
 be imported (lookup tables, string ops, custom ops, resources other than variables, ops outside the
 catalogue) is listed, all at once, in one ``UnknownOpError`` naming the function and op of each.
