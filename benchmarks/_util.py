@@ -1,18 +1,18 @@
-"""Shared benchmark helpers: thread pinning, interleaved paired timings, medians, bootstrap CIs, --json output."""
+"""Shared benchmark helpers: thread pinning, paired timings, medians, --json output; interleaved timings and
+bootstrap CIs come from ``graphdnn.testing``."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from graphdnn.testing import bootstrap_median_ci, ci_verdict, interleaved_times
 
 
 def pin_threads(n: int = 1) -> None:
@@ -93,55 +93,5 @@ def write_json(path: str | os.PathLike[str] | None, results: Any) -> None:
         Path(path).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
-def interleaved_times(fns: Mapping[str, Callable[[], Any]], repeats: int, inner: int = 1, warmup: int = 3,
-                      seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per call of each function, one value per round.
-
-    Each round times ``inner`` calls of every function back to back. The order changes every round: each block
-    of ``len(fns)!`` rounds runs through all orders, shuffled (plain shuffles beyond 4 functions), so running
-    first, or right after a given function, is spread evenly over the functions.
-    """
-    names = list(fns)
-    rng = np.random.default_rng(seed)
-    all_orders = list(itertools.permutations(names)) if len(names) <= 4 else None
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in names}
-    block: list[tuple[str, ...]] = []
-    for _ in range(repeats):
-        if all_orders is None:
-            order = tuple(names[i] for i in rng.permutation(len(names)))
-        else:
-            if not block:
-                block = [all_orders[i] for i in rng.permutation(len(all_orders))]
-            order = block.pop()
-        for name in order:
-            fn = fns[name]
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - start) / inner)
-    return times
-
-
-def bootstrap_median_ci(values: Sequence[float], n_resamples: int = 2000, level: float = 0.95,
-                        seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the median of ``values`` (fixed seed, so reproducible)."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError("need a non-empty 1-d sequence of values")
-    rng = np.random.default_rng(seed)
-    medians = np.median(arr[rng.integers(0, arr.size, size=(n_resamples, arr.size))], axis=1)
-    tail = (1.0 - level) / 2
-    lo, hi = np.quantile(medians, [tail, 1.0 - tail])
-    return float(lo), float(hi)
-
-
-def ci_verdict(lo: float, hi: float, ref: float = 1.0) -> str:
-    """Verdict on a time ratio ours/baseline from its CI: 'faster', 'slower' or 'equal within noise'."""
-    if hi < ref:
-        return "faster"
-    if lo > ref:
-        return "slower"
-    return "equal within noise"
+__all__ = ["bootstrap_median_ci", "ci_verdict", "dense_chain", "interleaved_times", "paired_median",
+           "paired_ratios", "parser", "pin_threads", "timed", "write_json"]

@@ -21,6 +21,10 @@ holds / ``safe_open`` of the same keys. Safetensors maps files lazily, so each r
 Peak RSS of that restore is measured in a fresh subprocess against its interpreter baseline.
 Targets: save <= 1.05 on tmpfs and <= 1.1 on disk; load <= 1.1, restore <= 1.2 (on disk, ``rows``), and RSS
 <= 1.5x the selected bytes.
+
+Why the kernels are column-major: ``dense_layout`` times ``x @ W`` (batch ``--layout-batch``, the dense
+model's width) with ``W`` row-major over ``W`` column-major, forward alone and forward + backward; above 1
+the row-major kernel (which the file holds, and which would save without reordering) computes slower.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import paired_ratios, parser, pin_threads, write_json  # noqa: E402
+from _util import paired_median, paired_ratios, parser, pin_threads, write_json  # noqa: E402
 
 N_VARS = 50
 DENSE = 4096
@@ -64,6 +68,30 @@ def build_dense(size_mb: int):
     for i in range(max(1, round(size_mb * 2**20 / (DENSE * DENSE * 4)))):
         h = layers.dense(h, DENSE, name=f"dense{i}")
     return g
+
+
+def layout_costs(width: int, batch: int, repeats: int) -> dict:
+    """Time of ``x @ W`` with a row-major over a column-major ``[width, width]`` kernel: forward, forward +
+    backward (medians of interleaved pairs)."""
+    import torch
+
+    x = torch.randn(batch, width)
+    rows = torch.randn(width, width).requires_grad_()
+    cols = rows.detach().t().contiguous().t().requires_grad_()
+
+    def forward(w):
+        with torch.no_grad():
+            return x @ w
+
+    def train(w):
+        (x @ w).relu().sum().backward()
+        w.grad = None
+
+    out = {}
+    for key, fn in (("forward", forward), ("forward_backward", train)):
+        ratio, a, b = paired_median(lambda fn=fn: fn(rows), lambda fn=fn: fn(cols), repeats, warmup=1)
+        out[key] = {"ratio": ratio, "row_major_s": a, "column_major_s": b}
+    return out
 
 
 def save_pairs(g, folder: Path, repeats: int, dense: bool) -> dict:
@@ -146,6 +174,7 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=None, help="folder for the files on disk (default: a temp folder)")
     p.add_argument("--where", nargs="+", choices=["disk", "tmpfs"], default=["disk", "tmpfs"],
                    help="where to measure save")
+    p.add_argument("--layout-batch", type=int, default=128, help="batch of the kernel-layout timing (0: skip it)")
     p.add_argument("--child", nargs=3, help=argparse_hidden())
     args = p.parse_args()
     if args.child:
@@ -179,6 +208,8 @@ def main() -> None:
             for key, r in pairs.items():
                 results[f"save_{where}_{model}" + ("" if key == "save" else f"_{key}")] = r
     del dense
+    if args.layout_batch:
+        results["dense_layout"] = layout_costs(DENSE, args.layout_batch, args.repeats)
     results["save"] = results.get("save_disk_rows") or paired_ratios(lambda: gd.save(g, ours),
                                                                      lambda: save_file(tensors, raw), args.repeats)
     results["save_fsync"] = paired_ratios(lambda: gd.save(g, ours, fsync=True), lambda: save_file(tensors, raw),
@@ -223,6 +254,9 @@ def main() -> None:
         r = results[key]
         target = "" if "_vs_" in key else f" (target <= {1.05 if 'tmpfs' in key else 1.1})"
         print(f"  {key:32s} graphdnn {r['ours_s']:.3f}s / raw {r['baseline_s']:.3f}s = {r['ratio']:.3f}{target}")
+    for key, r in results.get("dense_layout", {}).items():
+        print(f"  dense_layout {key:17s} x @ W, W row-major {r['row_major_s'] * 1e3:.1f} ms / column-major "
+              f"{r['column_major_s'] * 1e3:.1f} ms = {r['ratio']:.3f} (batch {args.layout_batch})")
     print(f"  graph alone (load values=False): {results['graph_only_load']['ours_s'] * 1e3:.2f} ms")
     for key, target in (("save_fsync", 1.1), ("load", 1.1), ("load_touched", 1.1),
                         ("restore_10pct", 1.2), ("restore_10pct_touched", 1.2)):

@@ -3,8 +3,8 @@
 Four small architectures are defined here (no downloads): a ResNet-like CNN (conv-BN-ReLU, residual
 blocks), a BERT-like encoder (embeddings, two post-norm attention layers with an additive padding
 mask, pooler; outputs ``last_hidden_state`` and ``pooler_output``), a GPT-2-like decoder (two pre-norm
-blocks, causal mask filled with ``finfo.min``, GELU with the tanh approximation) and a 2-layer LSTM
-followed by a GRU. Their normalization scales and biases are drawn at random, as in a trained model
+blocks, causal mask filled with ``finfo.min``, GELU with the tanh approximation) and a 2-layer bidirectional
+LSTM followed by a GRU. Their normalization scales and biases are drawn at random, as in a trained model
 (fresh ones are all equal, and exporters merge equal initializers). Each is exported with the
 TorchScript exporter (``dynamo=False``; for the CNN without constant folding, which would fold batch
 norm into the convolutions) and with the default one (``dynamo=True``), with a dynamic batch axis,
@@ -18,9 +18,13 @@ Reported per model and exporter:
 * trainable tensors of the import vs parameters of the original module; target: equal;
 * the loss after 5 SGD steps (same initial weights, same batches) of the import and of the
   original; target: within 1e-4;
-* the largest difference of the import's outputs from ONNX Runtime on the exported file; target 1e-5.
+* the largest difference of the import's outputs from ONNX Runtime on the exported file; target 1e-5;
+* for the models of ``--inductor`` (default ``gpt``; ``--inductor ""`` skips it): the import compiled with
+  ``backend="inductor"`` (``torch.compile``): its cold start (the first call at each batch size, which
+  compiles; inductor's on-disk caches off) and its steady-state inference latency ratio to the original
+  eager module.
 
-    python benchmarks/imported_models.py [--json PATH] [--repeats N] [--models cnn,bert,gpt,rnn]
+    python benchmarks/imported_models.py [--json PATH] [--repeats N] [--models cnn,bert,gpt,rnn] [--inductor gpt]
 """
 
 from __future__ import annotations
@@ -159,8 +163,8 @@ class GPT(nn.Module):
 class Recurrent(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(8, WIDTH, num_layers=2, batch_first=True)
-        self.gru = nn.GRU(WIDTH, WIDTH, batch_first=True)
+        self.lstm = nn.LSTM(8, WIDTH, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(2 * WIDTH, WIDTH, batch_first=True)
         self.fc = nn.Linear(WIDTH, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,13 +286,18 @@ def _calls(name: str, mode: str, modules: dict[str, nn.Module], inputs: tuple, b
             for k, m in modules.items()}
 
 
-def _latency(name: str, original: nn.Module, imported: nn.Module, repeats: int) -> dict[str, Any]:
+#: calls per timed round: short calls are timed in groups, so timer resolution and scheduling matter less
+INNER = {"inference": 5, "train_step": 2}
+
+
+def _latency(name: str, original: nn.Module, imported: nn.Module, repeats: int,
+             modes: tuple[str, ...] = ("inference", "train_step")) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     modules = {"original": original, "graphdnn": imported}
     for b in BATCHES:
         inputs = MODELS[name]["inputs"](torch.Generator().manual_seed(4), b)
-        for mode in ("inference", "train_step"):
-            times = interleaved_times(_calls(name, mode, modules, inputs, b), repeats, inner=1, warmup=3)
+        for mode in modes:
+            times = interleaved_times(_calls(name, mode, modules, inputs, b), repeats, inner=INNER[mode], warmup=3)
             ratios = [a / o for a, o in zip(times["graphdnn"], times["original"])]
             rows[f"{mode}_b{b}"] = {"ratio": statistics.median(ratios), "target": RATIO_TARGET,
                                     "original_ms": 1e3 * statistics.median(times["original"]),
@@ -296,7 +305,23 @@ def _latency(name: str, original: nn.Module, imported: nn.Module, repeats: int) 
     return rows
 
 
-def measure(name: str, dynamo: bool, workdir: Path, repeats: int) -> dict[str, Any]:
+def _inductor(name: str, graph: gd.Graph, original: nn.Module, repeats: int) -> dict[str, Any]:
+    """Cold start (first call per batch size, inductor's on-disk caches off) and steady-state inference ratio
+    of ``backend="inductor"``."""
+    import torch._inductor.config
+
+    compiled = gd.compile(graph, backend="inductor").eval()
+    cold = {}
+    for b in BATCHES:
+        inputs = MODELS[name]["inputs"](torch.Generator().manual_seed(4), b)
+        start = time.perf_counter()
+        with torch.no_grad(), torch._inductor.config.patch(force_disable_caches=True):
+            compiled(*inputs)
+        cold[f"b{b}"] = time.perf_counter() - start
+    return {"cold_start_s": cold, "latency_ratio": _latency(name, original, compiled, repeats, ("inference",))}
+
+
+def measure(name: str, dynamo: bool, workdir: Path, repeats: int, inductor: bool = False) -> dict[str, Any]:
     module = build(name)
     path = workdir / f"{name}_{'dynamo' if dynamo else 'torchscript'}.onnx"
     export_s = export(name, module, dynamo, path)
@@ -317,6 +342,8 @@ def measure(name: str, dynamo: bool, workdir: Path, repeats: int) -> dict[str, A
                                     "max_abs_diff_over_steps": max(abs(a - b) for a, b in zip(ours, theirs)),
                                     "target": LOSS_TARGET}
     result["latency_ratio"] = _latency(name, copy.deepcopy(module), copy.deepcopy(imported), repeats)
+    if inductor:
+        result["inductor"] = _inductor(name, graph, copy.deepcopy(module), repeats)
     return result
 
 
@@ -330,6 +357,11 @@ def _fmt(r: dict[str, Any]) -> str:
              f"      max |graphdnn - ORT| {r['ort_max_abs_diff']['value']:.1e} (target <= {ORT_TARGET:g})"]
     lat = "      latency ratio graphdnn/original (target <= 1.05): " + ", ".join(
         f"{k} {v['ratio']:.2f}" for k, v in r["latency_ratio"].items())
+    if "inductor" in r:
+        ind = r["inductor"]
+        cold = ", ".join(f"{k} {v:.1f}s" for k, v in ind["cold_start_s"].items())
+        lat += (f"\n      backend='inductor': cold start {cold}; steady-state ratio (target <= 1.05): "
+                + ", ".join(f"{k} {v['ratio']:.2f}" for k, v in ind["latency_ratio"].items()))
     return "\n".join([*lines, lat])
 
 
@@ -337,13 +369,15 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.set_defaults(repeats=15)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    p.add_argument("--inductor", default="gpt", help="models also measured with backend='inductor' (comma-separated; "
+                                                      "'' for none)")
     args = p.parse_args()
     pin_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             for dynamo in (False, True):
-                r = measure(name, dynamo, Path(tmp), args.repeats)
+                r = measure(name, dynamo, Path(tmp), args.repeats, name in args.inductor.split(","))
                 print(_fmt(r), flush=True)
                 results.append(r)
     write_json(args.json, {"threads": args.threads, "repeats": args.repeats, "results": results})

@@ -7,6 +7,9 @@ layer name, in Keras's order, for the three formats Keras writes:
   and compression ratios are checked before anything is decompressed (no zip bombs);
 * Keras 3 ``.weights.h5`` (and the ``model.weights.h5`` inside a ``.keras``): positional
   ``layers/<auto name>/vars/<i>`` datasets whose layer name is the ``name`` attribute of ``vars``;
+* Keras 2 (``tf_keras``) ``.keras``: the same zip, but ``vars`` carry no names: ``layers/<key>`` is keyed by
+  the layer's class (``conv2d``, ``conv2d_1``... in the config's layer order), and the weights get the names
+  ``tf_keras`` gives them in its legacy ``.h5`` (``lstm/lstm_cell/kernel``, ``mha/query/kernel``, ``td/kernel``);
 * legacy ``.h5`` (``model.save`` / ``save_weights``): ``model_config`` JSON in the root attributes, and
   ``model_weights/<layer>`` groups listing their datasets in ``weight_names``.
 
@@ -359,6 +362,116 @@ def _keras3_weights(root: Any, where: str, config: dict[str, Any] | None = None
     return out
 
 
+def _keras2_key(cls: str) -> str:
+    """``tf_keras``'s ``to_snake_case`` of a class name (``Conv2D`` -> ``conv2d``, ``TFOpLambda`` ->
+    ``tf_op_lambda``): the key of a layer's group in a Keras 2 ``.keras`` archive."""
+    key = re.sub(r"([a-z])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls)).lower()
+    return "private" + key if key.startswith("_") else key
+
+
+def _keras2_layers(spec: dict[str, Any] | None, where: str) -> dict[str, dict[str, Any]]:
+    """Group key -> layer spec for the layers of a (nested) model config, keyed as ``tf_keras`` saves them:
+    the snake-case class name, numbered ``_1``, ``_2``... from the class's second layer on, in config order."""
+    body = spec.get("config") if isinstance(spec, dict) else None
+    layers = body.get("layers") if isinstance(body, dict) else body
+    out: dict[str, dict[str, Any]] = {}
+    used: dict[str, int] = {}
+    for layer in layers if isinstance(layers, list) else []:
+        if not isinstance(layer, dict) or not isinstance(layer.get("class_name"), str):
+            raise FileFormatError(f"{where}: the model config lists a layer without a class_name")
+        key = _keras2_key(layer["class_name"])
+        if key in used:
+            used[key] += 1
+            key = f"{key}_{used[key]}"
+        else:
+            used[key] = 0
+        out[key] = layer
+    return out
+
+
+#: Names ``tf_keras`` gives sublayers (by the attribute holding them) and variables that Keras 3 names otherwise.
+_KERAS2_SUBLAYERS = {"_query_dense": "query", "_key_dense": "key", "_value_dense": "value",
+                     "_output_dense": "attention_output"}
+_KERAS2_CELLS = {"LSTM": "lstm_cell", "GRU": "gru_cell", "SimpleRNN": "simple_rnn_cell"}
+_KERAS2_ORDER = {"_query_dense": 0, "_key_dense": 1, "_value_dense": 2, "_output_dense": 3, "forward_layer": 4,
+                 "backward_layer": 5}
+_KERAS2_VARS = {"DepthwiseConv1D": {"kernel": "depthwise_kernel"}, "DepthwiseConv2D": {"kernel": "depthwise_kernel"}}
+
+
+def _keras2_weights(root: Any, where: str, config: dict[str, Any]) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Keras 2 (``tf_keras``) positional weights of a ``.keras`` archive: ``layers/<class key>/vars/<i>``,
+    matched to the config's layers by their class-derived keys, sublayers under the attribute holding them
+    (``cell``, ``forward_layer``, ``_query_dense``); named as ``tf_keras``'s legacy ``.h5`` names them."""
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    h5py = _h5py()
+    seen: set[Any] = set()
+
+    def visit(group: Any, path: list[str], cls: str | None, cfg: Any, model: dict[str, Any] | None) -> None:
+        if group.id in seen or len(seen) > _MAX_GROUPS:
+            raise FileFormatError(f"{where}: group {group.name} is reached twice (a link cycle) or the file holds "
+                                  f"over {_MAX_GROUPS} groups; not a Keras weights file")
+        seen.add(group.id)
+        vars_ = _child(group, "vars", where) if _has(group, "vars") else None
+        if vars_ is not None and len(vars_):
+            if not path:
+                raise FileFormatError(f"{where}: weights {vars_.name} belong to no named layer")
+            arrays = [_array(_child(vars_, str(i), where), where) for i in range(len(vars_))]
+            leaves = var_names(cls, cfg, len(arrays), f"{where}: {vars_.name} (layer {'/'.join(path)!r})")
+            renames = _KERAS2_VARS.get(cls or "", {})
+            out.setdefault(path[0], []).extend(("/".join(path + [renames.get(leaf, leaf)]), arr)
+                                               for leaf, arr in zip(leaves, arrays))
+        layers = _keras2_layers(model, where) if model is not None else {}
+        for key in sorted(group, key=lambda k: _KERAS2_ORDER.get(k, len(_KERAS2_ORDER))):  # tf_keras's order
+            if key == "vars" or (not path and key != "layers"):  # the model's own state (optimizer...)
+                continue
+            child = _child(group, key, where)
+            if not isinstance(child, h5py.Group):
+                continue
+            if key == "layers" and model is not None:  # a model's layers: <model>/<layer>/<variable>
+                unknown = sorted(set(child) - set(layers))
+                if unknown:
+                    raise FileFormatError(f"{where}: {child.name}/{unknown[0]} matches no layer of the model config "
+                                          f"(Keras 2 keys layers by class: {sorted(layers)[:20]}); the file does not "
+                                          "match its config")
+                for sub, spec in layers.items():  # in the config's order
+                    node = _child(child, sub, where) if _has(child, sub) else None
+                    if not isinstance(node, h5py.Group):
+                        continue
+                    body = spec.get("config")
+                    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+                        raise FileFormatError(f"{where}: a {spec['class_name']} layer of the config has no name")
+                    nested = spec if isinstance(body.get("layers"), list) else None
+                    visit(node, path + [body["name"]], spec["class_name"], body, nested)
+                continue
+            sub_cls, sub_cfg = _sublayer(cls, cfg, key.lstrip("_"), key)
+            if key == "cell":
+                name = _KERAS2_CELLS.get(cls or "") or _keras2_key(sub_cls or "cell")
+            elif key in ("forward_layer", "backward_layer"):
+                wrapper = cfg if isinstance(cfg, dict) else {}
+                inner = wrapper.get("backward_layer") if key == "backward_layer" and wrapper.get("backward_layer") \
+                    else wrapper.get("layer")
+                inner_name = (inner or {}).get("config", {}).get("name") if isinstance(inner, dict) else None
+                name = f"{key.split('_')[0]}_{inner_name}" if isinstance(inner_name, str) else key
+            elif key == "layer":  # TimeDistributed's layer: its weights are named under the wrapper
+                name = None
+            else:
+                name = _KERAS2_SUBLAYERS.get(key, key)
+            visit(child, path + ([name] if name else []), sub_cls, sub_cfg, None)
+
+    visit(root, [], None, None, config)
+    _check_unique(out, where)
+    return out
+
+
+def _is_keras2(config: dict[str, Any] | None, version: str | None) -> bool:
+    """Whether a ``.keras`` archive was written by Keras 2 (``tf_keras``): by its ``metadata.json``'s
+    ``keras_version``, else by the module its config names."""
+    if version is not None:
+        return version.startswith("2.")
+    module = str((config or {}).get("module") or "")
+    return module.startswith(("tf_keras.", "keras.engine.", "keras.src.engine."))
+
+
 def _check_unique(weights: dict[str, list[tuple[str, np.ndarray]]], where: str) -> None:
     paths = [p for entries in weights.values() for p, _ in entries]
     dup = sorted({p for p in paths if paths.count(p) > 1})
@@ -389,7 +502,7 @@ def _legacy_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarr
     return out
 
 
-def _h5_weights(f: Any, where: str, config: dict[str, Any] | None = None
+def _h5_weights(f: Any, where: str, config: dict[str, Any] | None = None, keras2: bool = False
                 ) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
     if "model_config" in f.attrs:
         try:
@@ -402,10 +515,12 @@ def _h5_weights(f: Any, where: str, config: dict[str, Any] | None = None
         return config, _legacy_weights(_child(f, "model_weights", where), where)
     if "layer_names" in f.attrs:
         return config, _legacy_weights(f, where)
+    if keras2 and config is not None:
+        return config, _keras2_weights(f, where, config)
     return config, _keras3_weights(f, where, config)
 
 
-def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
+def _read_zip(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
     data = path.read_bytes()
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -438,7 +553,19 @@ def _read_zip(path: Path) -> tuple[dict[str, Any], bytes]:
         raise FileFormatError(f"{path}: corrupted archive ({type(exc).__name__}: {exc})") from None
     if not isinstance(config, dict):
         raise FileFormatError(f"{path}: config.json holds a {type(config).__name__}, not a Keras model config object")
-    return config, weights
+    return config, weights, _keras_version(archive, infos.get("metadata.json"))
+
+
+def _keras_version(archive: zipfile.ZipFile, info: zipfile.ZipInfo | None) -> str | None:
+    """The ``keras_version`` of an archive's ``metadata.json`` (None when it has none or it is unreadable)."""
+    if info is None or info.file_size > 2**16:
+        return None
+    try:
+        version = json.loads(archive.read(info)).get("keras_version")
+    except (zipfile.BadZipFile, ValueError, EOFError, RecursionError, zlib.error, NotImplementedError,
+            AttributeError):
+        return None
+    return version if isinstance(version, str) else None
 
 
 def read_keras_file(path: str | os.PathLike, config: dict[str, Any] | None = None) -> KerasFile:
@@ -451,22 +578,22 @@ def read_keras_file(path: str | os.PathLike, config: dict[str, Any] | None = Non
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # by content: a .keras archive named .h5 is still a zip
     if is_zip:
-        config, blob = _read_zip(path)
+        config, blob, version = _read_zip(path)
         inner = where + ":model.weights.h5"
-        _, weights = _read_h5(io.BytesIO(blob), inner, config)
+        _, weights = _read_h5(io.BytesIO(blob), inner, config, _is_keras2(config, version))
         return KerasFile(where, config, weights)
     config, weights = _read_h5(path, where, config)
     return KerasFile(where, config, weights)
 
 
-def _read_h5(source: Any, where: str, config: dict[str, Any] | None = None
+def _read_h5(source: Any, where: str, config: dict[str, Any] | None = None, keras2: bool = False
              ) -> tuple[dict[str, Any] | None, dict[str, list[tuple[str, np.ndarray]]]]:
     """Config and weights of an HDF5 file; the HDF5 library's errors about a damaged file (h5py raises
     OSError, RuntimeError, KeyError, ValueError or TypeError for them) become ``FileFormatError``."""
     try:
         with _open_h5(source, where) as f:
             _check_file(f, where)
-            return _h5_weights(f, where, config)
+            return _h5_weights(f, where, config, keras2)
     except FileFormatError as exc:
         if str(exc).startswith(where):
             raise

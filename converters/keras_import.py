@@ -13,8 +13,10 @@ Each layer class is one translator in ``converters/keras_layers/`` (``supported_
 Variables are named by Keras's ``Variable.path`` (``lstm/lstm_cell/kernel``, ``mha/query/kernel``,
 ``td/dense/kernel``; a nested model's ``stem/stem_conv/kernel``); layout changes (ONNX's LSTM gate order,
 conv kernels) are ops in the graph. A layer called on numbers (``x + 3.0`` in a functional model) gets
-them as constants. Refused with an error: shared layers (called more than once), Keras masking
-reaching a layer that would use it, and layers no translator handles (all listed in one error).
+them as constants. Shared layers and nested models called several times build each call on one
+weight set. Keras masks (``Embedding(mask_zero=True)``, ``Masking``) flow as Keras's ``compute_mask`` does
+and reach the recurrent, attention and masked-average translators. Refused with an error: a mask reaching a
+layer whose masked behaviour is not rebuilt, and layers no translator handles (all listed in one error).
 
 ``load_keras_weights(graph, path)`` loads the weights of a ``.weights.h5`` (or any Keras file) into
 an existing graph whose layer scopes carry the Keras layer names, converting layouts as needed.
@@ -23,6 +25,7 @@ an existing graph whose layer scopes carry the Keras layer names, converting lay
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +45,21 @@ def supported_layers() -> dict[str, str]:
     return _registry()
 
 
-#: Layers whose output carries the input's Keras mask on; and layers that would use a mask (refused).
-_MASK_SOURCES = {"Embedding": "mask_zero", "Masking": None}
-_MASK_USERS = {"LSTM", "GRU", "SimpleRNN", "Bidirectional", "MultiHeadAttention", "Attention", "AdditiveAttention",
-               "GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAvgPool1D", "GlobalMaxPool1D", "TimeDistributed"}
+#: Keras masks (bool ``(batch, time)``, from ``Embedding(mask_zero=True)`` and ``Masking``) flow as Keras's
+#: ``compute_mask`` does: these layers pass their first input's mask on; recurrent layers (with
+#: ``return_sequences``) and attention (the query's) pass theirs on; merges OR their inputs' masks; every
+#: other layer drops it. The translators of the recurrent, attention and masked-average layers use it.
+_PASS_MASK = {"Activation", "ActivityRegularization", "AlphaDropout", "BatchNormalization", "Dense", "Dropout", "ELU",
+              "GaussianDropout", "GaussianNoise", "GroupNormalization", "Identity", "LayerNormalization", "LeakyReLU",
+              "Normalization", "PReLU", "ReLU", "Rescaling", "Softmax", "SpatialDropout1D", "SpatialDropout2D",
+              "SpatialDropout3D", "TimeDistributed", "UnitNormalization"}
+_MERGES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
+_RNNS = {"LSTM", "GRU", "SimpleRNN"}
+_ATTENTION = {"MultiHeadAttention", "Attention", "AdditiveAttention"}
+#: Layers whose Keras ``call`` uses a mask in a way graphdnn does not rebuild (refused when one reaches them).
+_MASK_REFUSED = {"BatchNormalization": "batch statistics over the unmasked steps in training",
+                 "Softmax": "a Softmax over a masked input"}
+_USES_MASK = _RNNS | _ATTENTION | {"Bidirectional", "GlobalAveragePooling1D", "GlobalAvgPool1D"}
 
 
 # ------------------------------------------------------------------------------------ model config
@@ -116,8 +130,41 @@ def _plan(config: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, list[
             (names[-1], 0, 0)]
     if cls in ("Functional", "Model"):
         inbound = {layer["config"]["name"]: _inbound(layer) for layer in layers}
-        return layers, inbound, _refs(body.get("output_layers", []))
+        outputs = _refs(body.get("output_layers", []))
+        skipped = {layer["config"]["name"] for layer in layers if _skips_first_node(layer)}
+        if skipped:
+            inbound = {name: [([_shifted(a, skipped) for a in args],
+                               {k: [_shifted(r, skipped) for r in v] if isinstance(v, list) else v
+                                for k, v in kwargs.items()}) for args, kwargs in calls]
+                       for name, calls in inbound.items()}
+            outputs = [_shifted(r, skipped) for r in outputs]
+        return layers, inbound, outputs
     raise UnknownOpError(f"model class {cls!r}: graphdnn imports Sequential and functional models")
+
+
+def _skips_first_node(layer: dict[str, Any]) -> bool:
+    """Whether a Keras 2 config numbers the calls of this nested model from 1: ``tf_keras`` leaves out the
+    node a model built on an ``Input`` has of its own (a functional model, a Sequential given an input shape)
+    but counts it in the node indices of the layers that read the model."""
+    nodes = layer.get("inbound_nodes") or []
+    if not nodes or not all(isinstance(node, list) for node in nodes):  # Keras 3 numbers the saved calls
+        return False
+    if layer.get("class_name") in ("Functional", "Model"):
+        return True
+    inner = (layer.get("config") or {}).get("layers") if isinstance(layer.get("config"), dict) else None
+    return (layer.get("class_name") == "Sequential" and isinstance(inner, list) and bool(inner)
+            and isinstance(inner[0], dict) and inner[0].get("class_name") == "InputLayer")
+
+
+def _shifted(ref: Any, skipped: set[str]) -> Any:
+    """A Keras 2 (layer, node, tensor) reference with the node index of a model in ``skipped`` made the
+    index of its call in the config."""
+    if not isinstance(ref, tuple) or ref[0] not in skipped:
+        return ref
+    if ref[1] < 1:
+        raise FileFormatError(f"a layer reads node {ref[1]} of nested model {ref[0]!r}, which Keras 2 does not "
+                              "save (its calls are numbered from 1)")
+    return (ref[0], ref[1] - 1, *ref[2:])
 
 
 #: What a config that lies (a missing key, a wrong type, an impossible value) raises while it is read.
@@ -165,10 +212,14 @@ class _Context:
         self.variables: dict[str, Tensor] = {}  # Keras path -> variable, shared by a shared layer's calls
 
 
-def _build_layers(ctx: _Context, config: dict[str, Any], feeds: list[Tensor] | None = None, prefix: str = ""
-                  ) -> tuple[list[Tensor], list[str]]:
-    """Build the layers of a (possibly nested) model config; returns (its outputs, its input names).
-    ``feeds`` are the tensors a nested model is called on (None: the inputs become placeholders)."""
+def _build_layers(ctx: _Context, config: dict[str, Any], feeds: list[Tensor] | None = None, prefix: str = "",
+                  feed_masks: list[Tensor | None] | None = None, alias_prefix: str | None = None
+                  ) -> tuple[list[Tensor], list[str], list[Tensor | None]]:
+    """Build the layers of a (possibly nested) model config; returns (its outputs, its input names, the
+    outputs' Keras masks). ``feeds`` are the tensors a nested model is called on (None: the inputs become
+    placeholders), ``feed_masks`` their masks. ``prefix`` is the Keras path of the nested model's layers
+    (``sub/``), ``alias_prefix`` the scope of this call's ops and tensor names (``sub_1/`` for a nested
+    model's second call, which reuses the first call's variables)."""
     layers, inbound, outputs = _plan(config)
     input_names = [s["config"]["name"] for s in layers if s["class_name"] == "InputLayer"]
     if feeds is not None and len(feeds) != len(input_names):
@@ -180,22 +231,25 @@ def _build_layers(ctx: _Context, config: dict[str, Any], feeds: list[Tensor] | N
         if spec["class_name"] == "InputLayer":
             if feeds is not None:
                 state.out[(name, 0)] = [feeds[input_names.index(name)]]
+                mask = (feed_masks or [None] * len(feeds))[input_names.index(name)]
+                if mask is not None:
+                    state.masks[(name, 0, 0)] = mask
             else:
                 cfg = spec["config"]
                 dtype = cfg.get("dtype") if isinstance(cfg.get("dtype"), str) else "float32"
                 state.out[(name, 0)] = [ctx.graph.placeholder(name, tuple(_input_shape(spec)), dtype)]
     pending = [(spec, k) for spec in layers if spec["class_name"] != "InputLayer"
                for k in range(len(inbound.get(spec["config"]["name"]) or [None]))]
-    while pending:  # a shared layer's later call may read layers listed after it: build each call when ready
-        ready = [(spec, k) for spec, k in pending if state.ready(spec["config"]["name"], k)]
-        if not ready:
-            names = sorted({spec["config"]["name"] for spec, _ in pending})
-            raise FileFormatError(f"{ctx.path}: layer(s) {names[:10]} read tensors no layer produces (a cycle or "
-                                  "a missing layer)")
-        for spec, k in ready:
-            _build_call(ctx, state, spec, k, prefix)
-        pending = [p for p in pending if p not in ready]
-    return [state.out[(n, node)][i] for n, node, i in outputs], input_names
+    built = 0
+    for spec, k in _schedule(state, pending):
+        _build_call(ctx, state, spec, k, prefix, prefix if alias_prefix is None else alias_prefix)
+        built += 1
+    if built < len(pending):
+        names = sorted({spec["config"]["name"] for spec, k in pending if (spec["config"]["name"], k) not in state.out})
+        raise FileFormatError(f"{ctx.path}: layer(s) {names[:10]} read tensors no layer produces (a cycle or "
+                              "a missing layer)")
+    return ([state.out[(n, node)][i] for n, node, i in outputs], input_names,
+            [state.masks.get(ref) for ref in outputs])
 
 
 class _Calls:
@@ -204,17 +258,18 @@ class _Calls:
     def __init__(self, inbound: dict[str, list[Call]]):
         self.inbound = inbound
         self.out: dict[tuple[str, int], list[Tensor]] = {}
-        self.masked: set[tuple[str, int]] = set()
+        self.masks: dict[Ref, Tensor] = {}  # the Keras mask of a layer call's output
 
     def call(self, name: str, k: int) -> Call:
         calls = self.inbound.get(name) or [([], {})]
         return calls[k]
 
-    def ready(self, name: str, k: int) -> bool:
+    def needs(self, name: str, k: int) -> set[tuple[str, int]]:
+        """The (layer, call) pairs whose outputs call ``k`` of layer ``name`` reads."""
         args, kwargs = self.call(name, k)
         refs = [a for a in args if isinstance(a, tuple)]
-        refs += [v[0] for v in kwargs.values() if isinstance(v, list) and v and isinstance(v[0], tuple)]
-        return all((r[0], r[1]) in self.out for r in refs)
+        refs += [r for v in kwargs.values() if isinstance(v, list) for r in v if isinstance(r, tuple)]
+        return {(r[0], r[1]) for r in refs}
 
     def tensor(self, ref: Ref) -> Tensor:
         outs = self.out[(ref[0], ref[1])]
@@ -223,31 +278,52 @@ class _Calls:
         return outs[ref[2]]
 
 
-def _build_call(ctx: _Context, state: _Calls, spec: dict[str, Any], k: int, prefix: str) -> None:
-    """Build call ``k`` of a layer; a shared layer's later calls reuse the first call's variables."""
+def _schedule(state: _Calls, pending: list[tuple[dict[str, Any], int]]) -> Iterator[tuple[dict[str, Any], int]]:
+    """Yield the layer calls of ``pending`` in waves, each call once every call it reads is built: wave
+    ``n + 1`` holds the calls whose latest input comes from wave ``n`` (the inputs being wave 0), each wave in
+    config order (a shared layer's later call may read layers listed after it). One pass over the calls and
+    their inputs; the calls left out read tensors nothing produces (a cycle or a missing layer)."""
+    missing = [0] * len(pending)  # inputs not built yet
+    readers: dict[tuple[str, int], list[int]] = {}
+    wave: list[int] = []
+    for i, (spec, k) in enumerate(pending):
+        for ref in state.needs(spec["config"]["name"], k):
+            if ref in state.out:
+                continue
+            missing[i] += 1
+            readers.setdefault(ref, []).append(i)
+        if not missing[i]:
+            wave.append(i)
+    while wave:
+        following: list[int] = []
+        for i in wave:  # every call of a wave is ready before the wave starts: build it in config order
+            spec, k = pending[i]
+            yield spec, k
+            for j in readers.get((spec["config"]["name"], k), ()):
+                missing[j] -= 1
+                if not missing[j]:
+                    following.append(j)
+        wave = sorted(following)
+
+
+def _build_call(ctx: _Context, state: _Calls, spec: dict[str, Any], k: int, prefix: str, alias_prefix: str) -> None:
+    """Build call ``k`` of a layer; a shared layer's later calls (and the layers of a nested model's later
+    calls) reuse the first call's variables, their ops in their own scope (``dense_1``, ``sub_1/dense``)."""
     graph = ctx.graph
     cls, cfg = spec["class_name"], spec["config"]
     name = cfg["name"]
     path = f"{prefix}{name}"
+    repeated = alias_prefix != prefix  # a layer of a nested model's later call
+    alias = f"{alias_prefix}{name}" + (f"_{k}" if k else "")
     ctx.current.append(path)
     args, kwargs = state.call(name, k)
-    refs = [a for a in args if isinstance(a, tuple)]
     xs: list[Any] = [state.tensor(a) if isinstance(a, tuple) else a for a in args]
-    if any((r[0], r[1]) in state.masked for r in refs):
-        if cls in _MASK_USERS:
-            raise UnknownOpError(f"{ctx.path}: layer {path!r} ({cls}) reads a masked sequence (mask_zero or "
-                                 "Masking upstream); graphdnn does not import Keras masking")
-        state.masked.add((name, k))
-    if cls in _MASK_SOURCES and (_MASK_SOURCES[cls] is None or cfg.get(_MASK_SOURCES[cls])):
-        state.masked.add((name, k))
-    call = {key: (state.tensor(v[0]) if isinstance(v, list) and v and isinstance(v[0], tuple) else v)
-            for key, v in kwargs.items()}
+    call = {key: _kwarg(state, v) for key, v in kwargs.items()}
+    in_masks = _input_masks(ctx, state, path, cls, cfg, args, kwargs, call)
     if "key" in call and isinstance(call["key"], Tensor):
         call["key_tensor"] = call.pop("key")
-    if k and cls in _MODELS:
-        raise UnknownOpError(f"{ctx.path}: nested model {path!r} is called {len(state.inbound[name])} times; "
-                             "graphdnn imports a nested model called once (shared plain layers are imported)")
-    scope = graph.layer_scope(name, name) if k == 0 else graph.name_scope(f"{name}_{k}")
+    scope = graph.layer_scope(name, name) if k == 0 and not repeated else graph.name_scope(
+        f"{name}_{k}" if k else name)
     try:
         with scope:
             like = next((x for x in xs if isinstance(x, Tensor)), None)
@@ -255,20 +331,87 @@ def _build_call(ctx: _Context, state: _Calls, spec: dict[str, Any], k: int, pref
                 "Constant", [], {"value": {"dtype": like.dtype if like is not None else "float32", "shape": [],
                                            "data": [x]}}, None, default_name="operand").out() for x in xs]
             if cls in _MODELS:
-                result: Any = _build_layers(ctx, spec, xs, path + "/")[0]
+                result, _, out_masks = _build_layers(ctx, spec, xs, path + "/", in_masks, alias + "/")
             else:
                 layer = KerasLayer(graph, cls, cfg, ctx.weights, path=path, scope=path, used=ctx.used, kwargs=call,
-                                   cache=ctx.variables)
+                                   cache=ctx.variables, masks=in_masks)
                 result = LAYERS[cls](layer, xs)
+                out_masks = _output_masks(layer, in_masks)
     except GraphError as exc:
         raise FileFormatError(f"{ctx.path}: layer {path!r} ({cls}): {exc}") from None
     outs = result if isinstance(result, list) else [result]
     state.out[(name, k)] = outs
-    alias = path if k == 0 else f"{path}_{k}"
+    for i, m in enumerate(out_masks[:len(outs)]):
+        if m is not None:
+            state.masks[(name, k, i)] = m
     for i, t in enumerate(outs):
         if i == 0:
             graph.aliases[alias] = t.name
         graph.aliases[f"{alias}:{i}"] = t.name
+
+
+def _kwarg(state: _Calls, value: Any) -> Any:
+    """A call's keyword argument: a tensor for one layer output, a list of tensors for several."""
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        tensors = [state.tensor(v) for v in value]
+        return tensors[0] if len(tensors) == 1 else tensors
+    return value
+
+
+def _input_masks(ctx: _Context, state: _Calls, path: str, cls: str, cfg: dict[str, Any], args: list[Any],
+                 kwargs: dict[str, Any], call: dict[str, Any]) -> list[Tensor | None]:
+    """The Keras masks of a call's inputs (a ``mask=`` argument overrides them); refuses a mask reaching a
+    layer whose masked behaviour is not rebuilt."""
+    masks: list[Tensor | None] = [state.masks.get(a) if isinstance(a, tuple) else None for a in args]
+    for key, value in kwargs.items():  # a tensor passed by keyword (MultiHeadAttention's value=): its mask
+        if isinstance(value, list) and len(value) == 1 and value[0] in state.masks and f"{key}_mask" not in call:
+            call[f"{key}_mask"] = state.masks[value[0]]
+    given = call.pop("mask", None)
+    if isinstance(given, Tensor):
+        masks[:1] = [given]
+    elif isinstance(given, list):
+        masks[:len(given)] = [m if isinstance(m, Tensor) else None for m in given]
+    if not any(m is not None for m in masks) and not any(k.endswith("_mask") for k in call):
+        return masks
+    why = _MASK_REFUSED.get(cls)
+    if cls == "TimeDistributed" and cfg.get("layer", {}).get("class_name") in _USES_MASK | set(_MASK_REFUSED):
+        why = f"TimeDistributed({cfg['layer']['class_name']}) of a masked sequence"
+    if cls == "Concatenate" and int(cfg.get("axis", -1)) not in (-1, len(_first_shape(args, state)) - 1):
+        why = "a Concatenate of masked sequences along the time axis"
+    if why:
+        raise UnknownOpError(f"{ctx.path}: layer {path!r} ({cls}) reads a masked sequence (mask_zero or Masking "
+                             f"upstream); graphdnn does not rebuild {why}")
+    return masks
+
+
+def _first_shape(args: list[Any], state: _Calls) -> tuple[Any, ...]:
+    first = next((a for a in args if isinstance(a, tuple)), None)
+    return tuple(state.tensor(first).shape or ()) if first is not None else ()
+
+
+def _output_masks(layer: KerasLayer, in_masks: list[Tensor | None]) -> list[Tensor | None]:
+    """The Keras masks of a layer's outputs, by its ``compute_mask`` rule."""
+    if layer.out_masks is not None:
+        return layer.out_masks
+    first = in_masks[0] if in_masks else None
+    cls, cfg = layer.cls, layer.cfg
+    if first is None and not any(m is not None for m in in_masks):
+        return []
+    if cls in _RNNS:
+        return [first if cfg.get("return_sequences") else None]
+    if cls == "Bidirectional":
+        m = first if cfg["layer"]["config"].get("return_sequences") else None
+        return [m, m] if cfg.get("merge_mode", "concat") is None else [m]
+    if cls in _ATTENTION:  # the query's mask
+        return [first]
+    if cls in _MERGES:  # Keras: no mask if an input has none (all True for Concatenate), else their OR
+        if any(m is None for m in in_masks):
+            return []
+        out = in_masks[0]
+        for m in in_masks[1:]:
+            out = layer.g.add_op("Or", [out, m], None, None, default_name="mask").out()
+        return [out]
+    return [first] if cls in _PASS_MASK else []
 
 
 def _build_keras_graph(kfile: KerasFile, current: list[str]) -> Graph:
@@ -279,7 +422,7 @@ def _build_keras_graph(kfile: KerasFile, current: list[str]) -> Graph:
                              f"{', '.join(sorted(LAYERS))}, and nested Sequential/functional models")
     graph = Graph(kfile.config.get("config", {}).get("name") or Path(kfile.path).stem)
     ctx = _Context(kfile, graph, current)
-    outs, inputs = _build_layers(ctx, kfile.config)
+    outs, inputs, _ = _build_layers(ctx, kfile.config)
     unused = sorted(set(ctx.weights) - ctx.used)
     if unused:
         raise FileFormatError(f"{kfile.path}: weights {unused[:10]}{' ...' if len(unused) > 10 else ''} are not "

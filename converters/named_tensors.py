@@ -53,7 +53,7 @@ from graphdnn.dtypes import torch_dtype
 from graphdnn.errors import FileFormatError, GraphError, reading_file
 from graphdnn.graph import Graph
 from graphdnn.names import graph_name
-from graphdnn.restore import renamer
+from graphdnn.restoring import renamer
 
 __all__ = ["HF_WEIGHT_FILES", "LayoutConverter", "NamedTensors", "hf_weights_file", "load_weights",
            "read_named_tensors", "torch_to_tf_name"]
@@ -469,7 +469,7 @@ def load_weights(target: Any, source: Any, *, rename: Any = None, include: Any =
     (``torch_to_tf_name``). Layouts are converted (``LayoutConverter``) and torch batch-norm settings
     adopted; both are listed in ``report.converted`` and excluded names in ``report.skipped``.
     ``max_bytes`` bounds what reading ``source`` may allocate (``read_named_tensors``)."""
-    from graphdnn.restore import restore
+    from graphdnn.restoring import restore
 
     src = read_named_tensors(source, max_bytes=max_bytes)
     framework = framework or src.framework

@@ -58,7 +58,8 @@ __all__ = ["EXTERNAL_DATA_THRESHOLD", "build_model", "export_onnx", "value_names
 
 #: Total initializer bytes above which ``external_data=None`` writes the weights to a side file.
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000 - 64 * 1024 * 1024
-_IDENTITY_IN_INFERENCE = {("graphdnn", "StopGradient"), ("graphdnn", "AlphaDropout"), ("", "Dropout")}
+_IDENTITY_IN_INFERENCE = {("graphdnn", "StopGradient"), ("graphdnn", "AlphaDropout"), ("graphdnn", "GaussianNoise"),
+                          ("graphdnn", "GaussianDropout"), ("", "Dropout")}
 
 
 def export_onnx(
@@ -426,9 +427,9 @@ def _infer_without_weights(model: onnx.ModelProto, untyped: set[str]) -> onnx.Mo
 
 
 def _version() -> str:
-    import graphdnn
+    from graphdnn._version import __version__
 
-    return graphdnn.__version__
+    return __version__
 
 
 def _check(model: onnx.ModelProto | str, where: str | None) -> None:

@@ -69,7 +69,7 @@ from graphdnn.ops.static import tensor_from_attr
 from graphdnn.small_dtypes import is_small
 from graphdnn.subgraphs import CAPTURES_KEY, set_signature
 
-__all__ = ["CONSTANT_LIMIT", "TrainablePolicy", "import_summary", "load_onnx", "role", "tensor_uses"]
+__all__ = ["CONSTANT_LIMIT", "TrainablePolicy", "import_summary", "load_onnx", "read_model", "role", "tensor_uses"]
 
 #: A policy deciding which float weights train: "auto" (by use, the default), "float" (every float
 #: tensor but batch-norm statistics), "none", a regex matched (``re.search``) against the weight's
@@ -131,6 +131,12 @@ def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, t
 # ------------------------------------------------------------------------------------------------
 # Reading and validating
 # ------------------------------------------------------------------------------------------------
+def read_model(obj: Any, external_data_dir: str | os.PathLike[str] | None = None) -> tuple[onnx.ModelProto, str]:
+    """The checked ``ModelProto`` of ``obj`` (a path, serialized bytes or a ``ModelProto``) with its external
+    data loaded (confined as in :func:`load_onnx`), and a label of where it came from."""
+    return _read(obj, external_data_dir)
+
+
 def _read(obj: Any, external_data_dir: str | os.PathLike[str] | None = None) -> tuple[onnx.ModelProto, str]:
     if isinstance(obj, onnx.ModelProto):
         if has_external_data(obj):  # read into a copy: the caller's model is left as it is

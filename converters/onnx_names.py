@@ -33,7 +33,7 @@ import onnx
 
 from graphdnn.graph import Graph, Op
 from graphdnn.names import split_tensor_name, tensor_name
-from graphdnn.restore import WEIGHT_SOURCES, WEIGHT_SOURCES_FOLDED
+from graphdnn.restoring import WEIGHT_SOURCES, WEIGHT_SOURCES_FOLDED
 
 __all__ = ["SOURCES_KEY", "FOLDED_KEY", "is_artefact", "module_path", "recover_names"]
 

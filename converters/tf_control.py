@@ -14,7 +14,12 @@ number, as ``dynamic_rnn`` and ``tf.map_fn`` write) is a scan output of the ``Lo
 
 A ``tf.cond`` whose predicate is data (not a training flag or a constant, which are folded) becomes one
 ``If`` per ``Merge``: each branch is the ops between the cond's ``Switch`` outputs and that ``Merge``.
-Nested loops and nested conds are reported as unsupported.
+Loops nest: a ``tf.while_loop`` in a loop body is a ``Loop`` in the body graph (its loop-invariant values
+captured through each level), and a ``tf.cond`` in a loop body is an ``If`` there. Conds nest too: each
+``Switch`` of a cond opens two branch *contexts* inside the context its inputs come from (the top level or an
+enclosing branch), so a ``tf.cond`` in a cond branch (``tf.case``) is an ``If`` in the branch graph and a
+``tf.while_loop`` in a cond branch a ``Loop`` there (its body may hold conds again); values from outside reach
+each level as captured values. Conds and loops in a cond branch inside a loop body nest the same way.
 
 TF2 functional control flow (``While``/``If`` calling functions of a SavedModel's library) and the
 TensorLists that Keras RNNs use inside them have their translators here too (``FUNCTIONAL_TRANSLATORS``,
@@ -46,6 +51,7 @@ NEXT_ITERATIONS = ("NextIteration", "RefNextIteration")
 #: TensorArray ops: the inputs that carry data (the others are the array's handle or, for writes, its flow).
 TENSOR_ARRAY_DATA = {"TensorArrayWriteV3": (1, 2), "TensorArrayReadV3": (1, 2), "TensorArrayGatherV3": (1, 2),
                      "TensorArrayScatterV3": (1, 2), "TensorArraySizeV3": (1,), "TensorArrayV3": ()}
+_SPLIT = ("", False)  # the branch of a loop that reads values of two sibling cond branches (reported)
 _STRUCTURE = set(ENTERS) | set(EXITS) | set(MERGES) | set(SWITCHES) | set(NEXT_ITERATIONS) | {"LoopCond"}
 
 
@@ -56,8 +62,14 @@ class Flow:
     frame_of: dict[str, str] = field(default_factory=dict)  # node -> frame name ("" outside loops)
     parent: dict[str, str] = field(default_factory=dict)  # frame -> enclosing frame
     side: dict[str, tuple[str, bool]] = field(default_factory=dict)  # cond branch node -> (predicate, branch)
+    cond_parent: dict[tuple[str, bool], tuple[str, bool] | None] = field(default_factory=dict)  # branch -> its host
+    frame_ctx: dict[str, tuple[str, bool]] = field(default_factory=dict)  # loop opened in a cond branch -> branch
+    cond_merges: list[str] = field(default_factory=list)  # cond Merges outside loops, in order
+    reused: set[str] = field(default_factory=set)  # predicates of conds nested in a cond on the same predicate
     loops: dict[str, Loop] = field(default_factory=dict)
     built: dict[str, list[str]] = field(default_factory=dict)  # loop frame -> Loop output tensors
+    nested_exits: dict[str, tuple[str, int]] = field(default_factory=dict)  # inner loop Exit -> (frame, variable)
+    frame_ifs: dict[str, dict[str, Any]] = field(default_factory=dict)  # cond Merge in a body/branch -> If spec
     taken: set[str] = field(default_factory=set)  # op names used in bodies
 
 
@@ -120,37 +132,80 @@ def assign_frames(imp: TFImport, order: list[str]) -> None:
 
 def in_region(imp: TFImport, name: str) -> bool:
     """Whether ``name`` is imported inside a body (a loop frame, a cond branch) or as a Loop/If output; such
-    nodes get no ordinary translation. Called in topological order."""
+    nodes get no ordinary translation. Called in topological order; records each node's cond branch."""
     flow, node = imp.flow, imp.nodes[name]
-    if flow.frame_of.get(name):
+    frame = flow.frame_of.get(name)
+    if frame:
+        if node.op in ENTERS and not flow.parent.get(frame, ""):  # a loop opened inside a cond branch runs there
+            sides = _sides(imp, node) | ({flow.frame_ctx[frame]} if frame in flow.frame_ctx else set())
+            ctx = _innermost(imp, name, sides)
+            if ctx is not None:
+                flow.frame_ctx[frame] = ctx
+            elif sides:  # values of two sibling branches: the loop's Exits are reported
+                flow.frame_ctx[frame] = _SPLIT
         return True
     if node.op in EXITS:
+        inner = flow.frame_of.get(parse_tensor_name(node.inputs[0])[0], "") if node.inputs else ""
+        if inner in flow.frame_ctx:
+            flow.side[name] = flow.frame_ctx[inner]
         return True
     if node.op in SWITCHES and len(node.inputs) == 2:
         if _dynamic_switch(imp, name):
+            ctx = _innermost(imp, name, _sides(imp, node))
+            pred = _predicate(imp, name)
+            for branch in (True, False):
+                if flow.cond_parent.setdefault((pred, branch), ctx) != ctx:
+                    flow.reused.add(pred)  # conds nested on one predicate: their branches cannot be told apart
             return True
     sides = _sides(imp, node)
     if node.op in MERGES and sides:
-        _cond_merge(imp, name, sides)
+        flow.cond_merges.append(name)  # its If: analyse_conds, once the loops are known
+        preds = {p for p, _ in sides}
+        host = flow.cond_parent.get((next(iter(preds)), True)) if len(preds) == 1 else None
+        if host is not None:
+            flow.side[name] = host
         return True
     if sides:
-        if len(sides) > 1:
-            imp.problems[name] = "reads both branches of a tf.cond (nested conds are not supported)"
+        ctx = _innermost(imp, name, sides)
+        if ctx is None:
+            imp.problems[name] = "reads both branches of a tf.cond"
             imp.deps[name] = []
             return False
-        flow.side[name] = next(iter(sides))
+        flow.side[name] = ctx
         return True
     return False
 
 
+def _cond_depth(flow: Flow, ctx: tuple[str, bool] | None) -> int:
+    depth = 0
+    while ctx is not None and depth < 10000:
+        ctx, depth = flow.cond_parent.get(ctx), depth + 1
+    return depth
+
+
+def _innermost(imp: TFImport, name: str, sides: set[tuple[str, bool]]) -> tuple[str, bool] | None:
+    """The innermost of the cond branches ``sides`` (None outside conds, or when they are not nested in one
+    another: then ``name`` reads two branches, a problem)."""
+    flow = imp.flow
+    if not sides:
+        return None
+    inner = max(sides, key=lambda c: _cond_depth(flow, c))
+    chain, ctx = set(), inner
+    while ctx is not None and len(chain) < 10000:
+        chain.add(ctx)
+        ctx = flow.cond_parent.get(ctx)
+    return inner if sides <= chain else None
+
+
 def _sides(imp: TFImport, node: Any) -> set[tuple[str, bool]]:
+    """The cond branches ``node``'s inputs come from (a cond Switch's output opens one)."""
     flow, found = imp.flow, set()
     for ref in node.inputs + node.control_inputs:
         src, index = parse_tensor_name(ref)
-        if src in flow.side:
-            found.add(flow.side[src])
-        elif imp.nodes[src].op in SWITCHES and _dynamic_switch(imp, src):
+        if imp.nodes[src].op in SWITCHES and _dynamic_switch(imp, src):
             found.add((_predicate(imp, src), bool(index)))
+        elif src in flow.side:
+            found.add(flow.side[src])
     return found
 
 
@@ -175,61 +230,100 @@ def _predicate(imp: TFImport, switch: str) -> str:
     return ref
 
 
-def _cond_merge(imp: TFImport, name: str, sides: set[tuple[str, bool]]) -> None:
-    node = imp.nodes[name]
-    preds = {p for p, _ in sides}
-    if len(preds) != 1 or len(node.inputs) != 2:
-        imp.problems[name] = "a Merge of several tf.cond predicates (nested conds are not supported)"
-        imp.deps[name] = []
-        return
-    pred = next(iter(preds))
-    branches: dict[bool, tuple[str, list[str]]] = {}
-    outer: list[str] = [pred]
-    for ref in node.inputs:
-        src, _ = parse_tensor_name(ref)
-        members = _branch_closure(imp, src)
-        side = imp.flow.side[src][1] if src in imp.flow.side else bool(parse_tensor_name(ref)[1])
-        if src not in imp.flow.side:  # the Switch itself: the branch returns an outer value unchanged
-            members = []
-        branches[side] = (ref, members)
-        for member in members + ([src] if not members else []):
-            for r in _inputs(imp.nodes[member]):
-                s = parse_tensor_name(r)[0]
-                if imp.nodes[s].op in SWITCHES and _dynamic_switch(imp, s):
-                    outer.append(imp.res(imp.nodes[s].inputs[0]))
-                elif s not in imp.flow.side and imp.nodes[s].op != "Const":
-                    outer.append(imp.res(r))
-            if not members and imp.nodes[member].op in SWITCHES:
-                outer.append(imp.res(imp.nodes[member].inputs[0]))
-    bad = [f"{m} ({imp.nodes[m].op})" for _, ms in branches.values() for m in ms if not _translatable(imp, m)]
-    if bad:
-        imp.problems[name] = f"unsupported op(s) in a tf.cond branch: {', '.join(bad)}"
-        imp.deps[name] = []
-        return
-    if set(branches) != {True, False}:
-        imp.problems[name] = "a tf.cond Merge whose inputs are not one per branch"
-        imp.deps[name] = []
-        return
-    imp.special[name] = {"if": pred, "branches": branches}
-    imp.deps[name] = list(dict.fromkeys(outer))
-
-
-def _branch_closure(imp: TFImport, start: str) -> list[str]:
-    """The branch nodes ``start`` needs (data and control inputs), in topological order."""
-    flow, seen, stack = imp.flow, set(), [start]
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in flow.side:
+def analyse_conds(imp: TFImport) -> None:
+    """The ``If`` of each cond Merge outside loops, inner conds first: a top-level one is a special node
+    depending on what its branches read from outside, one in a cond branch is built in that branch's graph."""
+    flow = imp.flow
+    for name in flow.cond_merges:
+        nested = name in flow.side
+        try:
+            spec = _cond_spec(imp, name)
+        except GraphError as exc:
+            imp.problems[name] = str(exc)
+            imp.deps[name] = []
             continue
-        seen.add(name)
+        if nested:
+            flow.frame_ifs[name] = spec
+        else:
+            imp.special[name] = spec
+            imp.deps[name] = list(dict.fromkeys(imp.res(r) for r in spec["reads"]))
+
+
+def _cond_spec(imp: TFImport, merge: str) -> dict[str, Any]:
+    """Predicate, branches (output, members in order), Switches, members and outer reads of a cond Merge
+    outside loops (its branches may hold conds and loops: their Merges and Exits are members)."""
+    flow, node = imp.flow, imp.nodes[merge]
+    if len(node.inputs) != 2:
+        raise GraphError("a tf.cond Merge whose inputs are not one per branch")
+    branches: dict[bool, tuple[str, list[str]]] = {}
+    switches: set[str] = set()
+    members: set[str] = set()
+    reads: list[str] = []
+    preds = set()
+    for ref in node.inputs:
+        src, index = parse_tensor_name(ref)
+        if imp.nodes[src].op in SWITCHES and _dynamic_switch(imp, src):  # the branch returns an outer value
+            ctx, order = (_predicate(imp, src), bool(index)), []
+            switches.add(src)
+        elif src in flow.side:
+            ctx = flow.side[src]
+            order = _branch_members(imp, src, ctx, switches, reads)
+        else:
+            raise GraphError("a tf.cond Merge whose inputs are not one per branch")
+        preds.add(ctx[0])
+        branches[ctx[1]] = (ref, order)
+        members.update(order)
+    if len(preds) != 1 or set(branches) != {True, False}:
+        raise GraphError("a Merge of the branches of several tf.conds (not one cond's two branches)")
+    pred = preds.pop()
+    if pred in flow.reused:
+        raise GraphError(f"a tf.cond nested in a branch of a tf.cond on the same predicate {pred!r} (not supported: "
+                         "the inner cond always takes the outer branch's side; build the graph without it)")
+    broken = [f"{m}: {imp.problems[m]}" for m in sorted(members) if m in imp.problems]  # inner conds, loops
+    if broken:
+        raise GraphError(f"a tf.cond branch holds an op that cannot be imported ({'; '.join(broken)})")
+    bad = [f"{m} ({imp.nodes[m].op})" for m in sorted(members) if not _translatable(imp, m)]
+    if bad:
+        raise GraphError(f"unsupported op(s) in a tf.cond branch: {', '.join(bad)}")
+    outer = [pred, *(_canon(imp.nodes[s].inputs[0]) for s in sorted(switches))]
+    outer += [r for r in reads if parse_tensor_name(r)[0] not in members | switches]
+    return {"if": pred, "branches": branches, "switches": switches, "members": members,
+            "reads": list(dict.fromkeys(outer))}
+
+
+def _branch_members(imp: TFImport, start: str, ctx: tuple[str, bool], switches: set[str],
+                    reads: list[str]) -> list[str]:
+    """The nodes of branch ``ctx`` that ``start`` needs, inputs first; adds the cond's Switches they read to
+    ``switches`` and the tensors they read to ``reads``. An inner cond's Merge needs what its branches read,
+    an inner loop's Exit what the loop reads."""
+    flow, done, order = imp.flow, set(), []
+    stack: list[tuple[str, bool]] = [(start, False)]
+    while stack:
+        name, ready = stack.pop()
+        if ready:
+            order.append(name)
+            continue
+        if name in done:
+            continue
+        done.add(name)
+        stack.append((name, True))
         node = imp.nodes[name]
-        stack += [parse_tensor_name(r)[0] for r in node.inputs + node.control_inputs]
-    return [n for n in imp.order_cache if n in seen]
+        data = _reads(imp, name)
+        reads += [_canon(r) for r in data]
+        for ref in data + node.control_inputs:
+            src, index = parse_tensor_name(ref)
+            if imp.nodes[src].op in SWITCHES and _dynamic_switch(imp, src) and (_predicate(imp, src), bool(index)) \
+                    == ctx:
+                switches.add(src)
+            elif flow.side.get(src) == ctx and src not in done:
+                stack.append((src, False))
+    return order
 
 
 # ------------------------------------------------------------------------------------------------ loops
 def analyse_loops(imp: TFImport) -> None:
-    """Make each top-level frame's Exits depend on the frame's outer inputs (special Loop outputs)."""
+    """Make each top-level frame's Exits depend on the frame's outer inputs (special Loop outputs); the Exits of
+    a loop in a cond branch are built in the branch's graph."""
     flow = imp.flow
     members: dict[str, list[str]] = {}
     exits: dict[str, list[str]] = {}
@@ -246,7 +340,7 @@ def analyse_loops(imp: TFImport) -> None:
         if flow.parent.get(frame, ""):
             continue
         try:
-            loop = _analyse(imp, frame, members.get(frame, []))
+            loop = _analyse(imp, frame, members)
         except (GraphError, IndexError, KeyError, ValueError, TypeError) as exc:
             why = str(exc) if isinstance(exc, GraphError) else f"a malformed while loop ({type(exc).__name__}: {exc})"
             for name in names:
@@ -259,16 +353,32 @@ def analyse_loops(imp: TFImport) -> None:
             if name not in by_exit:
                 imp.problems[name] = "an Exit that is not a loop variable's"
                 imp.deps[name] = []
-                continue
-            imp.special[name] = {"loop": frame, "variable": by_exit[name]}
-            imp.deps[name] = list(loop.outer)
+            elif frame in flow.frame_ctx:  # a loop in a cond branch: a Loop in the branch's graph
+                if flow.side.get(name) != flow.frame_ctx[frame] or flow.frame_ctx[frame] == _SPLIT:
+                    imp.problems[name] = f"while loop {loop.name!r} reads values of several tf.cond branches"
+                flow.nested_exits[name] = (frame, by_exit[name])
+            else:
+                imp.special[name] = {"loop": frame, "variable": by_exit[name]}
+                imp.deps[name] = list(loop.outer)
 
 
-def _analyse(imp: TFImport, frame: str, names: list[str]) -> Loop:
+_MAX_NESTING = 64
+
+
+def _analyse(imp: TFImport, frame: str, members: dict[str, list[str]], depth: int = 0) -> Loop:
     flow = imp.flow
-    nested = [f for f, p in flow.parent.items() if p == frame]
-    if nested:
-        raise GraphError(f"a tf.while_loop nested in another ({nested[0]}) is not supported")
+    names = members.get(frame, [])
+    if depth > _MAX_NESTING:
+        raise GraphError(f"while loops nested more than {_MAX_NESTING} deep (at frame {frame!r})")
+    for inner in [f for f, p in flow.parent.items() if p == frame]:  # loops in the body: Loops in its graph
+        loop = _analyse(imp, inner, members, depth + 1)
+        flow.loops[inner] = loop
+        for i, v in enumerate(loop.variables):
+            if v.exit:
+                flow.nested_exits[v.exit] = (inner, i)
+    for name in names:  # conds in the body: Ifs in its graph
+        if imp.nodes[name].op in MERGES and not _loop_merge(imp, name):
+            flow.frame_ifs[name] = _frame_cond(imp, frame, name)
     conds = [n for n in names if imp.nodes[n].op == "LoopCond"]
     if len(conds) != 1:
         raise GraphError(f"while-loop frame {frame!r} has {len(conds)} LoopCond ops, expected 1")
@@ -280,7 +390,7 @@ def _analyse(imp: TFImport, frame: str, names: list[str]) -> Loop:
     variables = []
     for name in names:
         node = imp.nodes[name]
-        if node.op not in MERGES:
+        if node.op not in MERGES or name in flow.frame_ifs:
             continue
         enter, nxt = (parse_tensor_name(r)[0] for r in node.inputs[:2])
         if imp.nodes[enter].op not in ENTERS or imp.nodes[nxt].op not in NEXT_ITERATIONS:
@@ -305,7 +415,7 @@ def _analyse(imp: TFImport, frame: str, names: list[str]) -> Loop:
     outer = []  # what the loop reads from outside: its variables' first values and the Enters its ops read
     enters = [v.enter for v in variables if not v.accumulates]
     for name in body + cond:
-        for r in _inputs(imp.nodes[name]):
+        for r in _reads(imp, name):
             src = parse_tensor_name(r)[0]
             if imp.nodes[src].op in ENTERS:
                 enters.append(src)
@@ -318,10 +428,92 @@ def _analyse(imp: TFImport, frame: str, names: list[str]) -> Loop:
     return Loop(frame, loop_name, variables, loop_cond, body, cond, list(dict.fromkeys(outer)))
 
 
+def _loop_merge(imp: TFImport, name: str) -> bool:
+    """Whether Merge ``name`` is a while loop's (an Enter's value merged with a NextIteration's)."""
+    ops = {imp.nodes[parse_tensor_name(r)[0]].op for r in imp.nodes[name].inputs[:2]}
+    return bool(ops & set(ENTERS)) or bool(ops & set(NEXT_ITERATIONS))
+
+
+def _cond_switch(imp: TFImport, frame: str, name: str) -> bool:
+    """Whether ``name`` is a ``tf.cond`` Switch inside loop frame ``frame`` (not the loop's own Switch)."""
+    node = imp.nodes[name]
+    if node.op not in SWITCHES or imp.flow.frame_of.get(name) != frame or len(node.inputs) != 2:
+        return False
+    return imp.nodes[parse_tensor_name(node.inputs[1])[0]].op != "LoopCond"
+
+
+def _frame_cond(imp: TFImport, frame: str, merge: str) -> dict[str, Any]:
+    """The ``If`` of a cond Merge inside a loop body: its predicate, each branch's (output, members) and the
+    tensors the branches read from the body (the Switches' data inputs and the ops before the cond). The
+    Merges of conds and the Exits of loops nested in a branch are members that read what those read."""
+    node = imp.nodes[merge]
+    if len(node.inputs) != 2:
+        raise GraphError(f"tf.cond Merge {merge!r} in a loop body has {len(node.inputs)} inputs, expected 2")
+    branches: dict[bool, tuple[str, list[str]]] = {}
+    switches: set[str] = set()
+    members: set[str] = set()
+    for ref in node.inputs:
+        src, index = parse_tensor_name(ref)
+        seen: set[str] = set()
+        sides: set[int] = set()
+        stack = [(src, index)]
+        while stack:
+            name, out = stack.pop()
+            if _cond_switch(imp, frame, name):
+                switches.add(name)
+                sides.add(out)
+                continue
+            if name in seen:
+                continue
+            n = imp.nodes[name]
+            special = name in imp.flow.frame_ifs or name in imp.flow.nested_exits  # an inner cond or loop
+            if imp.flow.frame_of.get(name) != frame or n.op in _STRUCTURE and not special:
+                raise GraphError(f"a tf.cond in a loop body whose branch reaches {name!r} ({n.op}), which is "
+                                 "neither in the branch nor a value the cond switches in")
+            seen.add(name)
+            stack += [parse_tensor_name(r) for r in _reads(imp, name) + ([] if special else n.control_inputs)]
+        if len(sides) != 1:
+            raise GraphError(f"tf.cond Merge {merge!r} in a loop body: a branch reads both sides of its cond")
+        branches[bool(sides.pop())] = (ref, _topological(imp, seen))
+        members |= seen
+    preds = {_predicate(imp, s) for s in switches}
+    if set(branches) != {True, False} or len(preds) != 1:
+        raise GraphError(f"tf.cond Merge {merge!r} in a loop body does not merge the two branches of one cond")
+    bad = [f"{m} ({imp.nodes[m].op})" for m in members if not _translatable(imp, m)]
+    if bad:
+        raise GraphError(f"unsupported op(s) in a tf.cond branch in a loop body: {', '.join(sorted(bad))}")
+    pred = preds.pop()
+    reads = [pred]
+    for name in list(members) + [parse_tensor_name(r)[0] for r in node.inputs]:
+        n = imp.nodes[name]
+        refs = [n.inputs[0]] if name in switches else _reads(imp, name) if name in members else []
+        for r in refs:
+            src = parse_tensor_name(r)[0]
+            if src in switches:
+                reads.append(imp.nodes[src].inputs[0])
+            elif src not in members:
+                reads.append(r)
+    return {"if": pred, "branches": branches, "switches": switches, "members": members,
+            "reads": list(dict.fromkeys(_canon(r) for r in reads))}
+
+
+def _reads(imp: TFImport, name: str) -> list[str]:
+    """The TF tensors a body node needs: an inner loop's Exit needs what that loop reads, a cond's Merge
+    what its branches read."""
+    flow = imp.flow
+    if name in flow.nested_exits:
+        return list(flow.loops[flow.nested_exits[name][0]].outer)
+    if name in flow.frame_ifs:
+        return list(flow.frame_ifs[name]["reads"])
+    return _inputs(imp.nodes[name])
+
+
 def _translatable(imp: TFImport, name: str) -> bool:
     from graphdnn.converters.tf_ops import TRANSLATORS
 
     op = imp.nodes[name].op
+    if name in imp.flow.nested_exits or name in imp.flow.frame_ifs:
+        return True
     return (op in TRANSLATORS or op in ("Const", "Identity") or op in TENSOR_ARRAY_DATA
             or op == "RandomUniform" and imp.dropout_mask(name))
 
@@ -329,28 +521,59 @@ def _translatable(imp: TFImport, name: str) -> bool:
 def _closure(imp: TFImport, frame: str, refs: list[str], stops: set[str]) -> list[str]:
     seen: set[str] = set()
     stack = [parse_tensor_name(r)[0] for r in refs]
+    flow = imp.flow
     while stack:
         name = stack.pop()
-        if name in seen or imp.flow.frame_of.get(name) != frame or imp.nodes[name].op in stops:
+        if name in seen or flow.frame_of.get(name) != frame:
+            continue
+        special = name in flow.nested_exits or name in flow.frame_ifs
+        if imp.nodes[name].op in stops and not special:
             continue
         seen.add(name)
         node = imp.nodes[name]
-        stack += [parse_tensor_name(r)[0] for r in _inputs(node) + node.control_inputs]
-    return [n for n in imp.order_cache if n in seen]
+        stack += [parse_tensor_name(r)[0] for r in _reads(imp, name) + ([] if special else node.control_inputs)]
+    return _topological(imp, seen)
+
+
+def _topological(imp: TFImport, names: set[str]) -> list[str]:
+    """``names`` in the graph's order, moved where needed so that each comes after the ones it reads (an inner
+    loop's Exit reads what the loop body reads, which the graph's order, without back edges, may place later)."""
+    flow, done, order = imp.flow, set(), []
+    for start in imp.order_cache:
+        if start not in names or start in done:
+            continue
+        stack: list[tuple[str, bool]] = [(start, False)]
+        while stack:
+            name, ready = stack.pop()
+            if ready:
+                order.append(name)
+                continue
+            if name in done:
+                continue
+            done.add(name)
+            stack.append((name, True))
+            special = name in flow.nested_exits or name in flow.frame_ifs
+            refs = _reads(imp, name) + ([] if special else imp.nodes[name].control_inputs)
+            stack += [(s, False) for s in reversed([parse_tensor_name(r)[0] for r in refs])
+                      if s in names and s not in done]
+    return order
 
 
 # ------------------------------------------------------------------------------------------------ building
 class _Region:
     """Translates TF nodes into ``graph`` with ``local`` refs; ``outer`` gives a value from outside."""
 
-    def __init__(self, builder: _Builder, graph: Graph, outer: Callable[[str], str | None]) -> None:
+    def __init__(self, builder: _Builder, graph: Graph, outer: Callable[[str], str | None],
+                 parent: Graph | None = None) -> None:
         self.b, self.graph, self.outer = builder, graph, outer
+        self.parent = parent if parent is not None else builder.graph  # the graph captured values come from
         self.local: dict[str, str] = {}
         self.captured: dict[str, str] = {}  # outer graph tensor -> placeholder here
+        self.built: dict[str, list[str]] = {}  # loop frame -> the outputs of its Loop in this graph
 
     def capture(self, outer_tensor: str, name: str) -> str:
         if outer_tensor not in self.captured:
-            info = self.b.graph.get_tensor(outer_tensor)
+            info = self.parent.get_tensor(outer_tensor)
             base = self._free(name, "captured")
             self.captured[outer_tensor] = self.graph.placeholder(base, info.shape, info.dtype or "float32").name
             self.b.imp.flow.taken.add(base)
@@ -394,10 +617,17 @@ class _Region:
                 node = imp.nodes[name]
                 if node.op in ("Const", "RandomUniform"):  # constants: on first use; RandomUniform: see GreaterEqual
                     continue
-                imp.region_deps[name] = [_canon(r) for r in node.inputs if not r.startswith("^")]
-                view = Node(imp, node)
-                view.name = name + suffix
-                outs = TRANSLATORS[node.op](view)
+                flow = imp.flow
+                if name in flow.nested_exits:  # an inner loop: a Loop in this graph
+                    frame, index = flow.nested_exits[name]
+                    outs = [build_loop(self.b, frame, host=self)[index]]
+                elif name in flow.frame_ifs:  # a cond in a loop body or a cond branch: an If in this graph
+                    outs = [build_if(self.b, name, flow.frame_ifs[name], host=self)]
+                else:
+                    imp.region_deps[name] = [_canon(r) for r in node.inputs if not r.startswith("^")]
+                    view = Node(imp, node)
+                    view.name = name + suffix
+                    outs = TRANSLATORS[node.op](view)
                 for i, ref in enumerate(outs):
                     self.local[f"{name}:{i}"] = ref
                     self.b._declared_shape(node, i, ref, self.graph)
@@ -422,46 +652,53 @@ def _output(graph: Graph, ref: str, name: str, taken: set[str]) -> str:
     return ref
 
 
-def build_loop(b: _Builder, frame: str) -> list[str]:
-    """The ONNX Loop of ``frame`` in the outer graph; returns one tensor per loop variable."""
+def build_loop(b: _Builder, frame: str, host: _Region | None = None) -> list[str]:
+    """The ONNX Loop of ``frame`` in the outer graph (in ``host``'s body graph for a loop nested in another);
+    returns one tensor per loop variable."""
     imp, flow = b.imp, b.imp.flow
-    if frame in flow.built:
-        return flow.built[frame]
+    built = flow.built if host is None else host.built  # a branch computed by several Ifs builds it in each
+    if frame in built:
+        return built[frame]
     loop = flow.loops[frame]
     carried = [v for v in loop.variables if not v.accumulates]
     scans = [v for v in loop.variables if v.accumulates]
-    init = {v.merge: b.tensor(imp.res(imp.nodes[v.enter].inputs[0])) for v in carried}
+    graph = host.graph if host is not None else b.graph
+
+    def outside(ref: str) -> str:
+        return host.tensor(ref) if host is not None else b.tensor(imp.res(ref))
+
+    init = {v.merge: outside(imp.nodes[v.enter].inputs[0]) for v in carried}
 
     def outer_value(ref: str) -> str | None:
         node = imp.nodes[split_tensor_name(ref)[0]]
         if node.op in ENTERS:
-            return b.tensor(imp.res(node.inputs[0]))
-        return None if flow.frame_of.get(node.name) else b.tensor(imp.res(ref))
+            return outside(node.inputs[0])
+        return None if flow.frame_of.get(node.name) == frame else outside(ref)
 
-    first = _Region(b, b.graph, outer_value)  # the condition before the first iteration
+    first = _Region(b, graph, outer_value, graph)  # the condition before the first iteration
     first.local.update({f"{m}:0": t for m, t in init.items()})
     first.run(loop.cond, suffix="/_initial")
     cond0 = first.tensor(imp.nodes[loop.loop_cond].inputs[0])
 
     body = Graph(f"{loop.name}/body")
-    body.opset.update(b.graph.opset)
-    region = _Region(b, body, lambda ref: None)
+    body.opset.update(graph.opset)
+    region = _Region(b, body, lambda ref: None, graph)
 
     def body_outer(ref: str) -> str | None:
         node = imp.nodes[split_tensor_name(ref)[0]]
         if node.op in ENTERS:
-            return region.capture(b.tensor(imp.res(node.inputs[0])), node.name)
+            return region.capture(outside(node.inputs[0]), node.name)
         if flow.frame_of.get(node.name) == frame:
             return None
-        outer_ref = imp.res(ref)
-        return region.capture(b.tensor(outer_ref), split_tensor_name(outer_ref)[0])
+        outer_ref = imp.res(ref) if host is None else _canon(ref)
+        return region.capture(outside(outer_ref), split_tensor_name(outer_ref)[0])
 
     region.outer = body_outer
     iteration = body.placeholder(f"{loop.name}/_iteration", (), "int64").name
     condition = body.placeholder(f"{loop.name}/_condition", (), "bool").name
     formal = []
     for v in carried:
-        info = b.graph.get_tensor(init[v.merge])
+        info = graph.get_tensor(init[v.merge])
         shape = _declared(imp, v.merge) or info.shape
         ph = body.placeholder(v.merge, shape, info.dtype or "float32").name
         formal.append(ph)
@@ -483,42 +720,48 @@ def build_loop(b: _Builder, frame: str) -> list[str]:
     infos = [body.get_tensor(o) for o in outputs[1:]]
     values = [ValueInfo(i.shape, i.dtype) for i in infos[:len(carried)]]
     values += [ValueInfo(None if i.shape is None else (None, *i.shape), i.dtype) for i in infos[len(carried):]]
-    op = b.graph.add_op("Loop", [None, cond0, *[init[v.merge] for v in carried], *captured_outer], {"body": body},
-                        loop.name, outputs=values, scoped=False)
+    op = graph.add_op("Loop", [None, cond0, *[init[v.merge] for v in carried], *captured_outer], {"body": body},
+                      loop.name, outputs=values, scoped=False)
     op.op.meta[CAPTURES_KEY] = len(captured_outer)
     position = {v.merge: i for i, v in enumerate(carried)}
     position.update({v.merge: len(carried) + i for i, v in enumerate(scans)})
-    flow.built[frame] = [op.out(position[v.merge]).name for v in loop.variables]
-    for v, ref in zip(loop.variables, flow.built[frame]):  # every Exit is reachable, also those nothing reads
-        if v.exit:
+    built[frame] = [op.out(position[v.merge]).name for v in loop.variables]
+    for v, ref in zip(loop.variables, built[frame]):  # every Exit is reachable, also those nothing reads
+        if v.exit and host is None:
             imp.refs.setdefault(f"{v.exit}:0", ref)
             b.graph.aliases.setdefault(f"{v.exit}:0", ref)
-    return flow.built[frame]
+    return built[frame]
 
 
-def build_if(b: _Builder, name: str, spec: dict[str, Any]) -> str:
-    """One ONNX If computing ``Merge`` ``name``: its two branches become the then/else bodies."""
+def build_if(b: _Builder, name: str, spec: dict[str, Any], host: _Region | None = None) -> str:
+    """One ONNX If computing ``Merge`` ``name``: its two branches become the then/else bodies (in ``host``'s
+    body graph for a cond in a loop body or in a cond branch)."""
     imp = b.imp
     regions: dict[bool, _Region] = {}
     outs: dict[bool, str] = {}
+    graph = host.graph if host is not None else b.graph
+    switches, members = spec["switches"], spec["members"]
+
+    def outside(ref: str) -> str:
+        return host.tensor(ref) if host is not None else b.tensor(imp.res(ref))
+
     for side in (True, False):
-        ref, members = spec["branches"][side]
+        ref, branch = spec["branches"][side]
         body = Graph(f"{name}/{'then' if side else 'else'}_branch")
-        body.opset.update(b.graph.opset)
-        region = _Region(b, body, lambda r: None)
+        body.opset.update(graph.opset)
+        region = _Region(b, body, lambda r: None, graph)
 
         def outer(r: str, region: _Region = region) -> str | None:
             node = imp.nodes[split_tensor_name(r)[0]]
-            if node.op in SWITCHES and _dynamic_switch(imp, node.name):
-                src = imp.res(node.inputs[0])
-                return region.capture(b.tensor(src), node.name)
-            if node.name in imp.flow.side:
+            if node.op in SWITCHES and node.name in switches:
+                return region.capture(outside(node.inputs[0]), node.name)
+            if node.name in members:
                 return None
-            src = imp.res(r)
-            return region.capture(b.tensor(src), split_tensor_name(src)[0])
+            src = imp.res(r) if host is None else _canon(r)
+            return region.capture(outside(src), split_tensor_name(src)[0])
 
         region.outer = outer
-        region.run(members)
+        region.run(branch)
         outs[side] = _output(body, region.tensor(ref), f"{name}/_{'then' if side else 'else'}", set())
         regions[side] = region
     union = list(dict.fromkeys([*regions[True].captured, *regions[False].captured]))
@@ -528,10 +771,10 @@ def build_if(b: _Builder, name: str, spec: dict[str, Any]) -> str:
         set_signature(region.graph, [], [region.captured[t] for t in union], [outs[side]])
     info = regions[True].graph.get_tensor(outs[True])
     shape = _declared(imp, name) or info.shape
-    cond = b.tensor(spec["if"])
-    op = b.graph.add_op("If", [cond, *union], {"then_branch": regions[True].graph,
-                                                "else_branch": regions[False].graph}, name,
-                        outputs=[ValueInfo(shape, info.dtype)], scoped=False)
+    cond = outside(spec["if"])
+    op = graph.add_op("If", [cond, *union], {"then_branch": regions[True].graph,
+                                              "else_branch": regions[False].graph}, name,
+                      outputs=[ValueInfo(shape, info.dtype)], scoped=False)
     op.op.meta[CAPTURES_KEY] = len(union)
     return op.out().name
 

@@ -190,6 +190,7 @@ class TFImport:
             else:
                 self.deps[name] = ins
         control_flow.analyse_loops(self)
+        control_flow.analyse_conds(self)
         return order
 
     def resolve_checked(self) -> list[str]:
@@ -694,7 +695,7 @@ def load_tf_with_report(path: str | os.PathLike, training: bool = False, *, chec
 
 def _load_tf_with_report(path: str | os.PathLike, training: bool, checkpoint: str | os.PathLike | None,
                          outputs: list[str] | None, values: bool, scope: budget.LoadBudget) -> tuple[Graph, Any]:
-    from graphdnn.restore import match_names
+    from graphdnn.restoring import match_names
 
     meta_path, prefix = _paths(path, checkpoint)
     data = [prefix + ".index", *glob.glob(glob.escape(prefix) + ".data-*")] if prefix is not None else []

@@ -44,7 +44,7 @@ from graphdnn.dtypes import dtype_name, onnx_code
 from graphdnn.errors import GraphDNNError, UnknownOpError
 from graphdnn.graph import Graph, Tensor
 from graphdnn.names import graph_name
-from graphdnn.restore import WEIGHT_SOURCES
+from graphdnn.restoring import WEIGHT_SOURCES
 
 __all__ = ["OPSET", "TRANSLATORS", "TorchExportError", "coverage", "from_torch", "scope_of"]
 

@@ -22,7 +22,7 @@ import torch
 import graphdnn as gd
 from graphdnn import layers, nn
 from graphdnn.data import load_digits
-from graphdnn.freeze import freeze
+from graphdnn.freezing import freeze
 from graphdnn.train import distributed, evaluate, fit
 
 

@@ -36,8 +36,8 @@ from graphdnn.compiler import CompiledGraph, compile, needed_ops  # noqa: A004
 from graphdnn.errors import GraphError
 from graphdnn.graph import Graph, Op, Tensor
 
-RANDOM_OPS = frozenset({"Dropout", "AlphaDropout", "RandomNormal", "RandomUniform", "RandomNormalLike",
-                        "RandomUniformLike", "Multinomial", "Bernoulli"})
+RANDOM_OPS = frozenset({"Dropout", "AlphaDropout", "GaussianNoise", "GaussianDropout", "RandomNormal", "RandomUniform",
+                        "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
 
 class CachedDataset(torch.utils.data.Dataset):

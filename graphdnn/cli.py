@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from graphdnn import __version__
+from graphdnn._version import __version__
 from graphdnn.errors import GraphDNNError
 
 __all__ = ["build_parser", "error_line", "main", "one_line"]
@@ -76,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = _take_flag(argv, "--traceback")  # before or after the subcommand
+    if argv[:1] == ["--version"]:  # answered before the subcommands (and torch) are imported
+        print(f"graphdnn {__version__}")
+        return 0
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_any_arguments", False):

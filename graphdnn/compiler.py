@@ -1,7 +1,9 @@
 """Compile a graph (or the part between chosen inputs and outputs) to a ``torch.fx.GraphModule``.
 
 The generated ``forward`` is straight-line torch code (``model.code`` shows it): one call per op,
-through the op's registered lowering, with no per-node interpretation at run time. Variables are
+through the op's registered lowering or, where the graph's dtypes make the lowering a single torch call,
+that call itself (``fusion.direct``); fused chains and cached shape arithmetic (``graphdnn.fusion``) are
+one call each; no per-node interpretation at run time. Variables are
 parameters (trainable) or buffers (state) in nested submodules that mirror the scopes, under the
 keys of ``names.state_key`` (``hidden1/kernel`` -> ``hidden1.kernel``); they are the graph's own
 tensors, so modules compiled from one graph share their variables, as TF variables are shared.
@@ -32,15 +34,15 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from graphdnn import budget, fusion
+from graphdnn import budget, fusion, module_slots
 from graphdnn.bulk import paused_gc
 from graphdnn.errors import GraphDNNError, GraphError, InputError, UninitializedError
-from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor
+from graphdnn.graph import REGULARIZATION_LOSSES, Graph, Op, Tensor, needed_ops
 from graphdnn.names import identifier, is_identifier, split_tensor_name, state_key, tensor_name
 from graphdnn.ops.registry import OpDef, lookup
 from graphdnn.shapes import constant_value, fold_bytes
 from graphdnn.small_dtypes import decode
-from graphdnn.subgraphs import captures, compile_body, has_subgraphs, subgraph_attrs
+from graphdnn.subgraphs import captures, ensure_stateless, has_subgraphs, signature, subgraph_attrs
 
 TensorRef = Tensor | str
 
@@ -74,28 +76,6 @@ def default_inputs(graph: Graph, outputs: Sequence[str]) -> list[str]:
     needed = needed_ops(graph, [op.output() for op in graph.placeholders()], outputs)
     needed_names = {graph.get_operation(r).name for r in outputs} | {o.name for o in needed}
     return [op.output() for op in graph.placeholders() if _feeds(graph, op, needed_names)]
-
-
-def needed_ops(graph: Graph, inputs: Sequence[str], outputs: Sequence[str]) -> list[Op]:
-    """The ops computing ``outputs`` from ``inputs``, in topological order; a needed placeholder
-    that is not an input is an error."""
-    fed, seen, stack = set(inputs), set(), list(outputs)
-    while stack:
-        ref = stack.pop()
-        if ref in fed:
-            continue
-        op_name = split_tensor_name(ref)[0]
-        if op_name in seen:
-            continue
-        seen.add(op_name)
-        op = graph.get_operation(op_name)
-        if op.is_placeholder:
-            raise GraphError(
-                f"the outputs need placeholder {op.name!r}, which is not among the inputs {list(inputs)}; "
-                "add it to inputs (or feed a tensor downstream of it)"
-            )
-        stack.extend(r for r in op.inputs if r is not None)
-    return [graph.nx.nodes[n]["op"] for n in graph.topological_order() if n in seen]
 
 
 class CompiledGraph(fx.GraphModule):
@@ -198,6 +178,9 @@ class CompiledGraph(fx.GraphModule):
         for key in ("source_graph", "input_names", "output_names", "variable_names", "check_inputs"):
             if key in self.__dict__:
                 result.__dict__[key] = copy.deepcopy(self.__dict__[key], memo)
+        if self.__dict__.get("_backend"):  # the copy's own compiled forward, not the original's
+            result.__dict__["_compiled_call_impl"] = None
+            _accelerate(result, self.__dict__["_backend"])
         return result
 
     def __reduce__(self) -> Any:
@@ -252,6 +235,7 @@ class CompiledGraph(fx.GraphModule):
     def recompile(self) -> Any:
         """Regenerate ``forward``. With ``FX_GRAPH_SHOW_META=1`` torch.fx writes every node's ``meta``
         into the source; graphdnn's entries hold names read from files, so they are left out of it."""
+        module_slots.install(self)  # generated code reads variables without nn.Module.__getattr__
         if os.environ.get("FX_GRAPH_SHOW_META", "0") != "1":
             return super().recompile()
         saved = [(node, node.meta) for node in self.graph.nodes]
@@ -314,13 +298,18 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     outputs: Sequence[TensorRef] | TensorRef | None = None,
     *,
     check_inputs: bool = True,
+    backend: str = "eager",
 ) -> CompiledGraph:
     """Compile ``graph`` to a module computing ``outputs`` from ``inputs``. Defaults: an imported
     model's declared outputs and inputs, in order (``graph.signature``); for a graph without a
     signature, every terminal tensor from the placeholders they need, in creation order (see
     ``default_outputs``, ``default_inputs``). ``check_inputs`` checks each call's feeds against the
     inputs' shapes and dtypes (``CompiledGraph.check_inputs``). Every variable the outputs need must
-    have a value (``graphdnn.initialize``, ``graphdnn.restore``), else ``UninitializedError`` lists them."""
+    have a value (``graphdnn.initialize``, ``graphdnn.restore``), else ``UninitializedError`` lists them.
+    ``backend``: ``"eager"`` (the generated code runs as it is) or a ``torch.compile`` backend such as
+    ``"inductor"``, which compiles the module's forward in place (``nn.Module.compile``) at its first call
+    (and again for new input shapes): a cold start of seconds, for faster calls afterwards. A copy
+    (``copy.deepcopy``) is compiled the same way; a pickled module comes back eager."""
     if isinstance(outputs, (Tensor, str)):
         outputs = [outputs]
     out_refs = [_ref(graph, t) for t in outputs] if outputs is not None else default_outputs(graph)
@@ -342,7 +331,29 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
             module = _Builder(graph, in_refs, out_refs, ops).build()
     if not check_inputs:
         module.check_inputs = False
+    if backend != "eager":
+        _accelerate(module, backend)
     return module
+
+
+def _accelerate(module: CompiledGraph, backend: str) -> None:
+    """``torch.compile`` ``module``'s forward in place with ``backend``, refusing what cannot run here."""
+    import shutil
+
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if not isinstance(backend, str) or backend not in known:
+        raise GraphError(f"backend {backend!r} is not 'eager' or a torch.compile backend ({', '.join(known)})")
+    if backend == "inductor" and not any(p.device.type == "cuda" for p in module.parameters()):
+        from torch._inductor import cpp_builder
+
+        cxx = cpp_builder.get_cpp_compiler()
+        if shutil.which(cxx) is None:
+            raise GraphDNNError(f"backend 'inductor' compiles C++ for the CPU and needs a C++ compiler; {cxx!r} is "
+                                "not on PATH: install one (g++, clang++; or set CXX), or use backend='eager'")
+    module.compile(backend=backend)
+    module.__dict__["_backend"] = backend
 
 
 _UNSET = object()
@@ -394,7 +405,7 @@ def _feeds(graph: Graph, placeholder: Op, needed: set[str]) -> bool:
 
 
 _DETERMINISTIC_EXCLUDED = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                           "Multinomial", "Bernoulli", "AlphaDropout"}
+                           "Multinomial", "Bernoulli", "AlphaDropout", "GaussianNoise", "GaussianDropout"}
 
 # attribute values written into generated code as literals: exact built-in types (a subclass such as
 # numpy.float64 has a repr that does not read back), at most this many leaves and characters per string
@@ -492,6 +503,7 @@ class _Builder:
         self.bodies: list[str] = []
         self.training: fx.Node | None = None
         self.shape_ops: set[str] = set()
+        self.listed: dict[str, fx.Node] = {}
 
     def build(self) -> CompiledGraph:
         used_idents: set[str] = set()
@@ -532,6 +544,12 @@ class _Builder:
         module.input_names = list(self.inputs)
         module.output_names = list(self.outputs)
         module.variable_names = list(self.variables)
+        unread = [n for n in module.graph.nodes if n.op == "get_attr" and not n.users]
+        if unread:  # variables that only fused calls' compile-time reads or nothing needs: kept, not read per call
+            for node in unread:
+                module.graph.erase_node(node)
+            module.recompile()
+        module_slots.install(module)  # the constants registered as buffers above
         return module
 
     # -- values -------------------------------------------------------------------------
@@ -614,6 +632,8 @@ class _Builder:
                 args.append(None)
             elif i in opdef.static_inputs and (value := self._static(ref)) is not None:
                 args.append(self._data(value))
+            elif i in opdef.static_inputs and split_tensor_name(ref)[0] in self.shape_ops:
+                args.append(self._shape_value(ref, listed=True))  # the cached list, as a constant would be
             else:
                 args.append(self._value(ref))
         while args and args[-1] is None:
@@ -638,6 +658,14 @@ class _Builder:
 
     def _call(self, op: Op, opdef: OpDef) -> None:
         bodies = subgraph_attrs(op)
+        if not bodies and opdef.region is None and not opdef.uses_training:
+            args = self._args(op, opdef)
+            call = fusion.direct(self.graph, op, args)
+            if call is not None:  # one torch call, no lowering around it
+                node = self._emit(call[0], call[1], call[2], op)
+                node.meta["graphdnn_name"] = op.name
+                self.env[op.output()] = node
+                return
         kwargs = {key: self._data(value) for key, value in op.attrs.items() if key not in bodies}
         if opdef.uses_training and op.meta.get("frozen"):  # a frozen layer runs in inference mode
             kwargs["training"] = False
@@ -694,9 +722,11 @@ class _Builder:
         node.meta["graphdnn_fused"] = list(f.ops)
         self.env[root.output()] = node
 
-    def _shape_value(self, ref: str) -> fx.Node:
+    def _shape_value(self, ref: str, listed: bool = False) -> fx.Node:
         """Shape arithmetic computing ``ref``, as one call of a ``fusion.ShapeProgram`` (cached per input
-        shape); op by op when a constant it reads was not folded."""
+        shape; ``listed``: as a list, for a static input); op by op when a constant it reads was not folded."""
+        if listed and ref in self.listed:
+            return self.listed[ref]
         order = self.__dict__.setdefault("_order", {op.name: i for i, op in enumerate(self.ops)})
         closure, external, reads, variables = fusion.shape_closure(self.graph, ref, self.shape_ops, order)
         if not all(r in self.consts_by_ref for r in external[reads : len(external) - variables]):
@@ -715,10 +745,20 @@ class _Builder:
             _check_call(op, opdef.lower, args, kwargs)
             steps.append((opdef.lower, args, opdef.static_inputs, kwargs))
             slots[op.output()] = len(slots)
-        program = self._data(fusion.ShapeProgram(steps, reads, variables))
-        node = self._emit(fusion.run_shape_program, (program, *(self._value(r) for r in external)), {},
+        consts = [self.consts[self.consts_by_ref[r]] for r in external[reads : len(external) - variables]]
+        program = fusion.ShapeProgram(steps, reads, variables, consts, listed=listed)
+        fed = external[:reads] + external[len(external) - variables :]
+        node = self._emit(program, tuple(self._value(r) for r in fed), {},
                           self.graph.get_operation(split_tensor_name(ref)[0]))
         node.meta["graphdnn_name"] = ref
         node.meta["graphdnn_fused"] = [op.name for op in closure]
-        self.env[ref] = node
+        (self.listed if listed else self.env)[ref] = node
         return node
+
+
+def compile_body(body: Graph) -> CompiledGraph:
+    """A control-flow ``body`` (see ``graphdnn.subgraphs``) compiled to a module called as
+    ``module(*formal_inputs, *captured)``."""
+    inputs, captured, outputs = signature(body)
+    ensure_stateless(body)
+    return compile(body, inputs=inputs + captured, outputs=outputs)

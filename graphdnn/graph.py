@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 import torch
 
-from graphdnn import shapes
+from graphdnn import graph_hooks
 from graphdnn.dtypes import dtype_name, is_container_type, value_type_name
 from graphdnn.errors import GraphError
 from graphdnn.names import check_name, split_tensor_name, tensor_name
-from graphdnn.ops.registry import DEFAULT_OPSET, GRAPHDNN_DOMAIN, lookup
+from graphdnn.opset import DEFAULT_OPSET, GRAPHDNN_DOMAIN
 from graphdnn.small_dtypes import SMALL_DTYPES, clone, int_range, storage
 
 Shape = tuple[int | None, ...]
@@ -220,6 +220,16 @@ class Graph:
         """The current op name scope (``dnn/hidden1``), '' at top level."""
         return "/".join(self._name_stack)
 
+    @property
+    def layer_scopes(self) -> frozenset[str]:
+        """The variable scopes of the layers built in this graph (``dnn/hidden1``): a new layer may not reuse
+        one (see :meth:`layer_scope`). Assign a set to replace them (a graph read from a file, cut or renamed)."""
+        return frozenset(self._scopes)
+
+    @layer_scopes.setter
+    def layer_scopes(self, scopes: Iterable[str]) -> None:
+        self._scopes = set(scopes)
+
     def _op_name(self, name: str | None, default: str, explicit_is_final: bool) -> str:
         scope = self.current_scope()
         full = f"{scope}/{name or default}" if scope else (name or default)
@@ -264,6 +274,7 @@ class Graph:
         None, when ``default_name`` (else the op type) is used and uniquified (``Relu``, ``Relu_1``).
         Output shapes are inferred unless ``outputs`` is given. ``scoped=False`` takes ``name`` as a
         full name."""
+        lookup, infer = graph_hooks.get(graph_hooks.OPS)  # the operator set (graphdnn.shapes)
         opdef = lookup(op_type, domain, self.opset.get(domain))
         if scoped:
             full = self._op_name(name, default_name or op_type, explicit_is_final=True)
@@ -274,7 +285,7 @@ class Graph:
         refs = [None if t is None else self._resolve_input(t, full) for t in inputs]
         count = num_outputs or opdef.num_outputs or 1
         op = Op(full, op_type, refs, dict(attrs or {}), [], domain)
-        op.outputs = outputs if outputs is not None else shapes.infer(self, op, opdef, count)
+        op.outputs = outputs if outputs is not None else infer(self, op, opdef, count)
         self._insert(op)
         return OpHandle(self, op)
 
@@ -290,6 +301,14 @@ class Graph:
                 + ("" if op is None else f" (op {op_name!r} has {len(op.outputs)} outputs)")
             )
         return tensor_name(op_name, index)
+
+    def insert_op(self, op: Op) -> None:
+        """Add ``op`` exactly as built (its name, inputs, attributes and outputs taken as they are: no scoping,
+        no shape inference): for readers that rebuild a graph from a file and for graph surgery. Its inputs'
+        producers should be in the graph already; ``add_op`` is the checked way to build."""
+        if op.name in self.nx:
+            raise GraphError(f"an op named {op.name!r} already exists in graph {self.name!r}")
+        self._insert(op)
 
     def _insert(self, op: Op) -> None:
         self.meta.pop(SIGNATURE, None)  # a declared signature describes the graph as it was declared
@@ -367,9 +386,7 @@ class Graph:
         self.set_value(full, tensor, copy=copy or value is None)
         handle = Tensor(self, full)
         if regularizer:
-            from graphdnn.regularizers import add_loss
-
-            add_loss(self, handle, regularizer)
+            graph_hooks.get(graph_hooks.REGULARIZER)(self, handle, regularizer)  # graphdnn.regularizers.add_loss
         return handle
 
     def set_value(self, name: str, value: Any, *, copy: bool = True) -> None:
@@ -389,7 +406,8 @@ class Graph:
             return
         if op.attrs.get("layout") == "io" and tensor.dim() == 2:
             # [in, out] kernels are kept column-major, the memory order of torch's Linear weights:
-            # x @ kernel then runs the same GEMM as nn.Linear (about 9% faster forward + backward).
+            # x @ kernel then runs the same GEMM as nn.Linear (MKL: forward about 1.3x faster for 1024-4096
+            # wide layers; benchmarks/checkpoint_io.py dense_layout). Saving reorders them (one copy).
             owned = tensor if not copy and tensor.t().is_contiguous() else tensor.t().contiguous().t()
         else:
             owned = clone(tensor) if copy else tensor
@@ -568,19 +586,14 @@ class Graph:
     # ------------------------------------------------------------------ serialization
     def to_json(self, indent: int | None = None) -> str:
         """The graph (without variable values) as versioned JSON; see ``graphdnn.serialize``."""
-        from graphdnn.serialize import graph_to_json
-
-        return graph_to_json(self, indent)
+        return graph_hooks.get(graph_hooks.TO_JSON)(self, indent)
 
     @classmethod
     def from_json(cls, text: str | bytes, initialize: bool = False) -> Graph:
         """Rebuild a graph from ``to_json``; ``initialize=True`` draws variable values from initializers."""
-        from graphdnn.serialize import graph_from_json
-        from graphdnn.serialize import initialize as draw
-
-        graph = graph_from_json(text)
+        graph = graph_hooks.get(graph_hooks.FROM_JSON)(text)  # graphdnn.serialize.graph_from_json
         if initialize:
-            draw(graph)
+            graph_hooks.get(graph_hooks.INITIALIZE)(graph)  # graphdnn.restoring.initialize
         return graph
 
     def __repr__(self) -> str:
@@ -595,6 +608,28 @@ class Graph:
             yield self
         finally:
             _DEFAULT.pop()
+
+
+def needed_ops(graph: Graph, inputs: Sequence[str], outputs: Sequence[str]) -> list[Op]:
+    """The ops computing ``outputs`` from ``inputs``, in topological order; a needed placeholder
+    that is not an input is an error."""
+    fed, seen, stack = set(inputs), set(), list(outputs)
+    while stack:
+        ref = stack.pop()
+        if ref in fed:
+            continue
+        op_name = split_tensor_name(ref)[0]
+        if op_name in seen:
+            continue
+        seen.add(op_name)
+        op = graph.get_operation(op_name)
+        if op.is_placeholder:
+            raise GraphError(
+                f"the outputs need placeholder {op.name!r}, which is not among the inputs {list(inputs)}; "
+                "add it to inputs (or feed a tensor downstream of it)"
+            )
+        stack.extend(r for r in op.inputs if r is not None)
+    return [graph.nx.nodes[n]["op"] for n in graph.topological_order() if n in seen]
 
 
 def _is_tensor_of(graph: Graph, name: str) -> bool:

@@ -52,7 +52,24 @@ def dense(
     trainable: bool = True,
     name: str | None = None,
 ) -> Tensor:
-    """Fully connected layer ``activation(inputs @ kernel + bias)``; kernel is ``[in, out]``."""
+    """Fully connected layer ``activation(inputs @ kernel + bias)``; kernel is ``[in, out]``.
+
+    Args:
+        inputs: The layer's input, ``[..., in]`` with a known last dimension.
+        units: The number of outputs (``out``).
+        activation: Applied to the result (``graphdnn.nn.relu``...); None for none.
+        use_bias: Whether to add a ``bias`` variable.
+        kernel_initializer: Spec from ``graphdnn.initializers`` (default: Glorot uniform).
+        bias_initializer: Spec from ``graphdnn.initializers`` (default: zeros).
+        kernel_regularizer: Spec from ``graphdnn.regularizers``, attached to ``kernel``.
+        bias_regularizer: Spec from ``graphdnn.regularizers``, attached to ``bias``.
+        kernel_constraint: A max-norm spec (``graphdnn.regularizers.max_norm``) applied after each step.
+        trainable: Whether the variables are trained.
+        name: The layer's scope (default: a unique ``dense``, ``dense_1``...).
+
+    Returns:
+        The layer's output, ``[..., units]``.
+    """
     g = inputs.graph
     with g.layer_scope(name, "dense") as scope:
         n_in = _last_dim(inputs, scope)
@@ -96,7 +113,28 @@ def conv2d(
     trainable: bool = True,
     name: str | None = None,
 ) -> Tensor:
-    """2-D convolution on NCHW input; kernel ``[out, in/groups, kh, kw]`` (ONNX/torch layout)."""
+    """2-D convolution on NCHW input; kernel ``[out, in/groups, kh, kw]`` (ONNX/torch layout).
+
+    Args:
+        inputs: The layer's input, ``[N, C, H, W]`` with known channels ``C``.
+        filters: The number of output channels.
+        kernel_size: The window's height and width (one int for both).
+        strides: The step in height and width (one int for both).
+        padding: ``"valid"`` (no padding) or ``"same"`` (output size ``ceil(input / stride)``).
+        dilation_rate: The spacing between kernel elements (one int for both).
+        groups: The number of groups the channels are split into (``C`` and ``filters`` divisible by it).
+        activation: Applied to the result (``graphdnn.nn.relu``...); None for none.
+        use_bias: Whether to add a ``bias`` variable.
+        kernel_initializer: Spec from ``graphdnn.initializers`` (default: Glorot uniform).
+        bias_initializer: Spec from ``graphdnn.initializers`` (default: zeros).
+        kernel_regularizer: Spec from ``graphdnn.regularizers``, attached to ``kernel``.
+        kernel_constraint: A max-norm spec (``graphdnn.regularizers.max_norm``) applied after each step.
+        trainable: Whether the variables are trained.
+        name: The layer's scope (default: a unique ``conv2d``, ``conv2d_1``...).
+
+    Returns:
+        The layer's output, ``[N, filters, H', W']``.
+    """
     g = inputs.graph
     with g.layer_scope(name, "conv2d") as scope:
         if inputs.shape is None or len(inputs.shape) != 4 or inputs.shape[1] is None:

@@ -85,7 +85,7 @@ class DNN:
     def make_optimizer(self, model: CompiledGraph | None = None) -> torch.optim.Optimizer:
         """The recipe's optimizer, from ``graphdnn.make_optimizer`` over the trainable, unfrozen parameters.
         For FTRL, its L1 strength (``optimizer_kwargs["l1_regularization_strength"]``) applies to kernels only."""
-        from graphdnn.freeze import trainable_parameters
+        from graphdnn.freezing import trainable_parameters
         from graphdnn.train.optimizers import make_optimizer
 
         target = model if model is not None else self.graph

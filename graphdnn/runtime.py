@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from graphdnn import formats
 from graphdnn.errors import GraphDNNError, GraphError
 
 __all__ = ["OrtRunner"]
@@ -41,8 +42,8 @@ class OrtRunner:
         self._sessions: dict[tuple[str, ...], Any] = {}
         self.graph: Graph | None = None
         if isinstance(source, (Graph, CompiledGraph)):
-            from graphdnn.converters.onnx_export import build_model, value_names
-
+            onnx_format = formats.get("onnx")
+            build_model, value_names = onnx_format.function("build_model"), onnx_format.function("value_names")
             self.graph = source if isinstance(source, Graph) else source.source_graph
             self._inputs, self._outputs = inputs, outputs
             self.model = build_model(source, inputs, outputs)
@@ -51,9 +52,7 @@ class OrtRunner:
             self.model = source
             self._names = {}
         elif isinstance(source, (str, os.PathLike)):
-            from graphdnn.converters.onnx_import import _read
-
-            self.model, _ = _read(Path(source))
+            self.model, _ = formats.get("onnx").function("read_model")(Path(source))
             self._names = {}
         else:
             raise GraphDNNError(f"OrtRunner needs a graph, a compiled module or an ONNX model, not {type(source)}")
@@ -90,8 +89,7 @@ class OrtRunner:
         import onnx
 
         if self.graph is not None:
-            from graphdnn.converters.onnx_export import build_model
-
+            build_model = formats.get("onnx").function("build_model")
             base = list(self._outputs) if self._outputs is not None else [self.graph.get_tensor(r).name
                                                                           for r in self._graph_outputs()]
             wanted = base + [self._graph_ref(v) for v in extra]

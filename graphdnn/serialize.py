@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from graphdnn import graph_hooks
 from graphdnn.bulk import paused_gc
 from graphdnn.errors import FileFormatError, GraphError
 from graphdnn.graph import SIGNATURE, Graph, Op, ValueInfo
@@ -49,7 +50,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
         "opset": dict(graph.opset),
         "ops": ops,
         "collections": {k: list(v) for k, v in graph.collections.items()},
-        "scopes": sorted(graph._scopes),
+        "scopes": sorted(graph.layer_scopes),
         "meta": graph.meta,
         **({"aliases": dict(graph.aliases)} if graph.aliases else {}),
     }
@@ -103,7 +104,7 @@ def graph_to_json(graph: Graph, indent: int | None = None) -> str:
 
 
 def graph_from_json(text: str | bytes, source: str = "<json>") -> Graph:
-    """Rebuild a graph from ``graph_to_json`` output; variables get no values (see ``initialize``)."""
+    """Rebuild a graph from ``graph_to_json`` output; variables get no values (see ``graphdnn.initialize``)."""
     try:
         with paused_gc():
             doc = json.loads(text)
@@ -185,7 +186,7 @@ def graph_from_dict(doc: Any, source: str = "<json>", depth: int = 0) -> Graph:
             _need(isinstance(op.attrs.get("shape"), list) and isinstance(op.attrs.get("dtype"), str)
                   and isinstance(op.attrs.get("trainable"), bool), source,
                   "variable %r needs shape, dtype and trainable", op.name)
-        graph._insert(op)
+        graph.insert_op(op)
     collections = doc.get("collections", {})
     _need(isinstance(collections, dict), source, "collections must be an object")
     for key, names in collections.items():
@@ -194,7 +195,7 @@ def graph_from_dict(doc: Any, source: str = "<json>", depth: int = 0) -> Graph:
         graph.collections[key] = list(names)
     scopes = doc.get("scopes", [])
     _need(isinstance(scopes, list) and all(isinstance(s, str) for s in scopes), source, "scopes must be names")
-    graph._scopes.update(scopes)
+    graph.layer_scopes = graph.layer_scopes | set(scopes)
     meta = doc.get("meta", {})
     _need(isinstance(meta, dict), source, "meta must be an object")
     _check_signature(meta.get(SIGNATURE), graph, source)
@@ -220,8 +221,5 @@ def _check_signature(sig: Any, graph: Graph, source: str) -> None:
               "the signature names %r, which the graph does not have", ref)
 
 
-def initialize(graph: Graph, only_missing: bool = True) -> list[str]:
-    """Draw values for variables that have none (all when not ``only_missing``); see ``graphdnn.initialize``."""
-    from graphdnn.restore import initialize as _initialize
-
-    return _initialize(graph, overwrite=not only_missing)
+graph_hooks.install(graph_hooks.TO_JSON, graph_to_json)
+graph_hooks.install(graph_hooks.FROM_JSON, graph_from_json)

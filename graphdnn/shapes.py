@@ -19,14 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from graphdnn import graph_hooks
 from graphdnn.dtypes import STRING, dtype_name, torch_dtype
 from graphdnn.errors import GraphError
+from graphdnn.graph import ValueInfo
 from graphdnn.names import split_tensor_name
+from graphdnn.ops.registry import lookup
 from graphdnn.small_dtypes import decode
 from graphdnn.subgraphs import has_subgraphs
 
 if TYPE_CHECKING:
-    from graphdnn.graph import Graph, Op, ValueInfo
+    from graphdnn.graph import Graph, Op
     from graphdnn.ops.registry import OpDef
 
 _SENTINEL = 7919  # a prime no real layer width is a multiple of
@@ -38,8 +41,6 @@ def constant_value(graph: Graph, ref: str) -> torch.Tensor | None:
     op_name, _ = split_tensor_name(ref)
     op = graph.nx.nodes[op_name]["op"]
     if op.type == "Constant" and op.domain == "":
-        from graphdnn.ops.registry import lookup
-
         return lookup("Constant").lower(**op.attrs)
     if op.is_variable and not op.attrs["trainable"] and not torch_dtype(op.attrs["dtype"]).is_floating_point:
         return graph.values.get(op_name)
@@ -52,8 +53,6 @@ _MEMO_LIMIT = 100_000
 
 def infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
     """Output ValueInfos of ``op``; raises GraphError when known input shapes are incompatible."""
-    from graphdnn.graph import ValueInfo
-
     key = _memo_key(graph, op, opdef, count)
     if key is not None and key in _MEMO:
         return [ValueInfo(shape, dtype) for shape, dtype in _MEMO[key]]
@@ -79,8 +78,6 @@ def _key_of(info: ValueInfo) -> tuple:
 
 
 def _infer(graph: Graph, op: Op, opdef: OpDef, count: int) -> list[ValueInfo]:
-    from graphdnn.graph import ValueInfo
-
     unknown = [ValueInfo(None, None) for _ in range(count)]
     if has_subgraphs(op) or opdef.region is not None:  # control flow, Gradient: not from inputs alone
         return unknown
@@ -167,3 +164,7 @@ def fold_bytes(op: Op, opdef: OpDef, args: list[Any], kwargs: dict[str, Any]) ->
         return 0
     results = result if isinstance(result, tuple) else (result,)
     return sum(r.numel() * r.element_size() for r in results if isinstance(r, torch.Tensor))
+
+
+# Graph.add_op builds with this operator set: the registry's definitions, outputs inferred here
+graph_hooks.install(graph_hooks.OPS, (lookup, infer))

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from graphdnn.errors import GraphError
 
 if TYPE_CHECKING:
-    from graphdnn.compiler import CompiledGraph
     from graphdnn.graph import Graph, Op
 
 SIGNATURE_KEY = "body"
@@ -62,12 +61,3 @@ def ensure_stateless(body: Graph) -> None:
     if held:
         raise GraphError(f"control-flow body {body.name!r} holds variables {held[:5]}; bodies hold none, read the "
                          "weights from the outer graph instead")
-
-
-def compile_body(body: Graph) -> CompiledGraph:
-    """``body`` compiled to a module called as ``module(*formal_inputs, *captured)``."""
-    from graphdnn.compiler import compile as compile_graph
-
-    inputs, captured, outputs = signature(body)
-    ensure_stateless(body)
-    return compile_graph(body, inputs=inputs + captured, outputs=outputs)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from graphdnn.dtypes import dtype_name
-from graphdnn.graph import Graph, Op
+from graphdnn.graph import Graph, Op, needed_ops
 from graphdnn.names import graph_name, split_tensor_name
 
 __all__ = ["SummaryRow", "VariableRecord", "format_bytes", "format_shape", "group_key", "layer_key",
@@ -118,8 +118,6 @@ def _graph_and_names(obj: Any) -> tuple[Graph, list[Op], set[str]] | None:
         return obj, ops, {op.name for op in ops if op.is_variable}
     graph = getattr(obj, "source_graph", None)
     if isinstance(graph, Graph) and hasattr(obj, "variable_names"):
-        from graphdnn.compiler import needed_ops
-
         wanted = {op.name for op in needed_ops(graph, obj.input_names, obj.output_names)}
         wanted |= {split_tensor_name(r)[0] for r in obj.input_names}
         ops = [op for op in graph.operations() if op.name in wanted]

@@ -82,7 +82,7 @@ def extract_subgraph(
             continue
         new = _copy_op(op)
         new.inputs = [None if r is None else fed.get(r, r) for r in new.inputs]
-        sub._insert(new)
+        sub.insert_op(new)
         if op.is_variable and op.name in graph.values:
             value = graph.values[op.name]
             sub.values[op.name] = value if share_values else _clone(value)
@@ -90,7 +90,7 @@ def extract_subgraph(
         kept = [r for r in refs if split_tensor_name(r)[0] in sub.nx]
         if kept:
             sub.collections[key] = kept
-    sub._scopes = {s for s in graph._scopes if any(in_scope(n, s) for n in sub.nx)}
+    sub.layer_scopes = {s for s in graph.layer_scopes if any(in_scope(n, s) for n in sub.nx)}
     return sub
 
 
@@ -194,7 +194,7 @@ def remove_scope(graph: Graph, scope: str, *, dependents: bool = False) -> list[
         raise GraphError(f"cannot remove scope {scope!r}: ops {users[:5]} read it; pass dependents=True to remove "
                          "them too, or use replace_scope")
     graph.remove_ops(doomed)
-    graph._scopes = {s for s in graph._scopes if not in_scope(s, scope)}
+    graph.layer_scopes = {s for s in graph.layer_scopes if not in_scope(s, scope)}
     return [n for n in list(doomed)]
 
 
@@ -228,7 +228,7 @@ def replace_scope(graph: Graph, scope: str, build: Callable[[Tensor], Tensor], *
     for consumer, index, _ in reads:  # park consumers on the input while the scope is rebuilt
         graph.set_input(consumer, index, ins[0])
     graph.remove_ops({op.name for op in ops})
-    graph._scopes = {s for s in graph._scopes if not in_scope(s, scope)}
+    graph.layer_scopes = {s for s in graph.layer_scopes if not in_scope(s, scope)}
     with contextlib.ExitStack() as stack:  # build in the name scope the old layer's ops sat in (``dnn``)
         for part in _name_prefix(ops, scope):
             stack.enter_context(graph.name_scope(part))
@@ -252,7 +252,8 @@ def rename_scope(graph: Graph, old: str, new: str) -> dict[str, str]:
                 mapping[op.name] = "/".join(parts[:i] + new.split("/") + parts[i + len(olds):])
                 break
     graph.rename_ops(mapping)
-    graph._scopes = {(new + s[len(old):]) if in_scope(s, old) and s.startswith(old) else s for s in graph._scopes}
+    graph.layer_scopes = {(new + s[len(old):]) if in_scope(s, old) and s.startswith(old) else s
+                          for s in graph.layer_scopes}
     return mapping
 
 

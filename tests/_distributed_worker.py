@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import graphdnn as gd
 from graphdnn import layers, nn, regularizers
-from graphdnn.freeze import freeze
+from graphdnn.freezing import freeze
 from graphdnn.train import History, distributed, fit
 
 FROZEN = "hidden1"

@@ -13,6 +13,7 @@ LOW_END_FILES = {
     "test_concurrent_saves.py",
     "test_foreign_reuse.py",
     "test_fuzz_loaders.py",
+    "test_keras_applications.py",
     "test_keras_import.py",
     "test_kill_safe_save.py",
     "test_load_budget.py",

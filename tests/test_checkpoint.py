@@ -205,8 +205,9 @@ def test_hostile_names_round_trip_without_executing(tmp_path, monkeypatch):
 
 def test_load_dispatch_errors(tmp_path, monkeypatch):
     (tmp_path / "model.xyz").write_bytes(b"hello")
-    with pytest.raises(FileFormatError, match=r"unknown model format.*\.safetensors.*\.onnx.*Keras"):
+    with pytest.raises(FileFormatError, match=r"unknown model format") as info:
         gd.load(tmp_path / "model.xyz")
+    assert all(kind in str(info.value) for kind in (".safetensors", ".onnx", "Keras"))  # the formats it reads
     with pytest.raises(FileFormatError, match="no such file"):
         gd.load(tmp_path / "missing.safetensors")
     monkeypatch.setitem(sys.modules, "graphdnn.converters.keras_import", None)

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import same_tensors, saved_values
 from onnx import numpy_helper
 
 import graphdnn as gd
@@ -69,25 +70,17 @@ def _onnx_reference(version: int) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
-def _values(path: Path) -> dict[str, torch.Tensor]:
-    return dict(gd.load(path).values)
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 class References:
     def __init__(self) -> None:
         self.ckpt = {v: dict(sharded_model(v).values) for v in (1, 2)}
         self.onnx = {v: _onnx_reference(v) for v in (1, 2)}
-        assert not _same(self.ckpt[1], self.ckpt[2])
+        assert not same_tensors(self.ckpt[1], self.ckpt[2])
 
     def checkpoint_version(self, folder: Path) -> int:
         """The version the committed index holds; its shards are exactly the checkpoint's files."""
         index = folder / "m.safetensors.index.json"
-        values = _values(index)
-        found = [v for v, ref in self.ckpt.items() if _same(values, ref)]
+        values = saved_values(index)
+        found = [v for v, ref in self.ckpt.items() if same_tensors(values, ref)]
         assert len(found) == 1, "the committed checkpoint is neither version"
         return found[0]
 
@@ -363,7 +356,7 @@ def test_older_layouts_load_and_are_replaced(refs: References, tmp_path: Path) -
     files = {p.name for p in tmp_path.iterdir()}
     assert files == _committed_files(tmp_path) | other_files and not (old_files - {"m.safetensors.index.json"}) & files
     assert "m.onnx.data" not in files
-    assert _same(_values(other), refs.ckpt[2])
+    assert same_tensors(saved_values(other), refs.ckpt[2])
 
 
 def test_cache_folders_of_finished_programs_are_removed(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_coverage_table() -> None:
         assert family in table
     assert state_key(graph_name("encoder.layer.0.attention.self.query.weight")) == \
         "encoder.layer.0.attention.self.query.weight"
-    from benchmarks import coverage_tables
+    from graphdnn.converters import coverage_tables
 
     text = coverage_tables.README.read_text(encoding="utf-8")
     assert coverage_tables.rewrite(text, ["torch-aten"]) == text, "run python benchmarks/coverage_tables.py"

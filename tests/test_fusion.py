@@ -4,18 +4,18 @@ profiler shows it) and computes what ONNX Runtime and the unfused ops compute, g
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
 from graphdnn.converters.onnx_import import load_onnx
+from helpers import run_ort
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
 
 import graphdnn as gd
+from graphdnn import fusion, layers, nn
 from graphdnn import initializers as init
-from graphdnn import layers, nn
 from graphdnn.ops import rnn
 
 RNG = np.random.default_rng(0)
@@ -32,11 +32,6 @@ def _model(nodes, inputs, outputs, inits, opset=17):
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
     model.ir_version = 8
     return model
-
-
-def _ort(model, feeds):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
 
 
 def _compiled(model):
@@ -108,7 +103,7 @@ def test_mean_softmax_cross_entropy_matches_onnxruntime(keepdims, axes_as_input)
     module = _compiled(model)
     assert "softmax_cross_entropy_mean(" in module.code
     got = module(torch.from_numpy(scores), torch.from_numpy(labels))
-    (expected,) = _ort(model, {"scores": scores, "labels": labels})
+    (expected,) = run_ort(model, {"scores": scores, "labels": labels})
     assert tuple(got.shape) == expected.shape
     np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-6, atol=1e-6)
 
@@ -122,7 +117,7 @@ def test_ignore_index_keeps_the_divisor_of_the_unfused_ops():
     scores, labels = _randn(6, 3), np.array([0, 1, 2, 1, 0, 2], np.int64)
     module = _compiled(model)
     assert "softmax_cross_entropy_mean(" not in module.code
-    (expected,) = _ort(model, {"scores": scores, "labels": labels})
+    (expected,) = run_ort(model, {"scores": scores, "labels": labels})
     np.testing.assert_allclose(module(torch.from_numpy(scores), torch.from_numpy(labels)).numpy(), expected,
                                rtol=1e-6, atol=1e-6)
 
@@ -137,7 +132,7 @@ def test_batched_matmul_and_bias_become_linear(bias_first):
     module = _compiled(model)
     assert "graphdnn_fusion_linear(" in module.code and "matmul(" not in module.code
     x = _randn(2, 3, 8)
-    (expected,) = _ort(model, {"x": x})
+    (expected,) = run_ort(model, {"x": x})
     got = module(torch.from_numpy(x))
     np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
     got.sum().backward()
@@ -158,7 +153,7 @@ def test_gemm_becomes_addmm_when_unscaled(attrs, fused):
     module = _compiled(model)
     assert ("graphdnn_fusion_gemm(" in module.code) is fused
     a = _randn(*a_shape)
-    (expected,) = _ort(model, {"a": a})
+    (expected,) = run_ort(model, {"a": a})
     np.testing.assert_allclose(module(torch.from_numpy(a)).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -171,7 +166,7 @@ def test_constant_chains_still_fold():
     module = _compiled(model)
     assert "addmm" not in module.code and "_const_" in module.code
     x = _randn(3, 2)
-    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), _ort(model, {"x": x})[0], rtol=1e-5,
+    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), run_ort(model, {"x": x})[0], rtol=1e-5,
                                atol=1e-6)
 
 
@@ -217,10 +212,10 @@ def test_recurrent_ops_run_fused_and_match_onnxruntime(op, attrs, with_bias, n_o
     if layout:  # ONNX Runtime runs layout 0 only: the same op on transposed feeds, results transposed back
         swapped = {k: np.ascontiguousarray(v.swapaxes(0, 1)) for k, v in inputs.items()}
         seq_first = _rnn_model(op, hidden, swapped, inits, n_out, {**attrs, "layout": 0})
-        y, *states = _ort(seq_first, swapped)
+        y, *states = run_ort(seq_first, swapped)
         expected = [y.transpose(2, 0, 1, 3), *(st.swapaxes(0, 1) for st in states)]
     else:
-        expected = _ort(model, inputs)
+        expected = run_ort(model, inputs)
     module = _compiled(model)
     feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
     with torch.profiler.profile() as prof:
@@ -267,6 +262,23 @@ def test_fused_recurrent_gradients_match_the_time_loop(op, direction):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
+def test_recurrent_weights_laid_out_for_inference_follow_in_place_changes():
+    """Without gradients the kernel's weight list is kept between calls, until W, R or B change."""
+    hidden = 3
+    inputs = {"x": _randn(4, 2, 5), "h0": _randn(1, 2, hidden), "c0": _randn(1, 2, hidden)}
+    inits = {"w": _randn(1, 4 * hidden, 5), "r": _randn(1, 4 * hidden, hidden), "b": _randn(1, 8 * hidden)}
+    model = _rnn_model("LSTM", hidden, inputs, inits, 1, {})
+    module = _compiled(model)
+    feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
+    with torch.no_grad():
+        module(*feeds)
+        module.variable("r").mul_(0.5)
+        got = module(*feeds)
+    inits["r"] = inits["r"] * np.float32(0.5)
+    expected = run_ort(_rnn_model("LSTM", hidden, inputs, inits, 1, {}), inputs)[0]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_unsupported_recurrent_settings_keep_the_time_loop():
     x, w, r = torch.randn(3, 2, 4), torch.randn(1, 12, 4), torch.randn(1, 12, 4)
     for kwargs in ({"linear_before_reset": 0}, {"linear_before_reset": 1, "clip": 0.5},
@@ -286,6 +298,144 @@ def test_book_network_loss_matches_cross_entropy():
     torch.testing.assert_close(model(x, labels), F.cross_entropy(logits, labels), rtol=1e-6, atol=1e-6)
 
 
+# -- attention through scaled_dot_product_attention ---------------------------------------------
+B, SEQ, HEADS, DH = 2, 5, 2, 4
+W = HEADS * DH
+FLOAT_MIN = float(np.finfo(np.float32).min)
+
+
+def _attention_model(mask: str, scale: str = "div", fill_as: str = "constant"):
+    """Exporter-style self-attention: x @ Wq/Wk/Wv, heads split by Reshape + Transpose (K straight to
+    [B, H, D, SEQ]), MatMul(Q, Kt), scaled, masked (``mask``: "add" of a [B, 1, 1, SEQ] input, "where" /
+    "where_swapped" with a causal condition and finfo.min, or "none"), Softmax, MatMul(V), heads merged."""
+    shape4 = np.array([0, 0, HEADS, DH], np.int64)
+    inits = {"wq": _randn(W, W), "wk": _randn(W, W), "wv": _randn(W, W), "shape4": shape4,
+             "shape3": np.array([0, 0, W], np.int64)}
+    nodes = []
+    for n in "qkv":
+        nodes += [h.make_node("MatMul", ["x", f"w{n}"], [f"{n}_"]),
+                  h.make_node("Reshape", [f"{n}_", "shape4"], [f"{n}4"]),
+                  h.make_node("Transpose", [f"{n}4"], [f"{n}h"], perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3])]
+    nodes.append(h.make_node("MatMul", ["qh", "kh"], ["scores"]))
+    if scale == "div":
+        inits["d"] = np.array(np.sqrt(DH), np.float32)
+        nodes.append(h.make_node("Div", ["scores", "d"], ["scaled"]))
+    elif scale == "mul":
+        inits["d"] = np.array(1 / np.sqrt(DH), np.float32)
+        nodes.append(h.make_node("Mul", ["d", "scores"], ["scaled"]))
+    scaled = "scores" if scale == "none" else "scaled"
+    inputs = [("x", T.FLOAT, [None, SEQ, W])]
+    if mask == "add":
+        inputs.append(("mask", T.FLOAT, [None, 1, 1, SEQ]))
+        nodes.append(h.make_node("Add", [scaled, "mask"], ["masked"]))
+    elif mask.startswith("where"):
+        causal = np.tril(np.ones((SEQ, SEQ), bool)).reshape(1, 1, SEQ, SEQ)
+        fill = np.array(FLOAT_MIN, np.float32)
+        if fill_as == "constant":
+            nodes.append(h.make_node("Constant", [], ["fill"], value=numpy_helper.from_array(fill, "fill")))
+        else:
+            inits["fill"] = fill
+        if mask == "where":
+            nodes.append(h.make_node("Where", ["causal", scaled, "fill"], ["masked"]))
+        else:
+            inits["causal"] = ~causal
+            nodes.append(h.make_node("Where", ["causal", "fill", scaled], ["masked"]))
+        inits.setdefault("causal", causal)
+    masked = scaled if mask == "none" else "masked"
+    nodes += [h.make_node("Softmax", [masked], ["probs"], axis=-1),
+              h.make_node("MatMul", ["probs", "vh"], ["ctx"]),
+              h.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+              h.make_node("Reshape", ["ctx_t", "shape3"], ["y"])]
+    return _model(nodes, inputs, ["y"], inits)
+
+
+def _hand_attention(v, x, mask_kind, mask, scale):
+    """The attention written with torch ops (the unfused formula), for outputs and gradients."""
+    def heads(z):
+        return z.reshape(z.shape[0], SEQ, HEADS, DH).transpose(1, 2)
+
+    q, k, val = heads(x @ v["wq"]), heads(x @ v["wk"]), heads(x @ v["wv"])
+    s = q @ k.transpose(-2, -1) * scale
+    if mask_kind == "add":
+        s = s + mask
+    elif mask_kind.startswith("where"):
+        s = s.masked_fill(~torch.tril(torch.ones(SEQ, SEQ, dtype=torch.bool)), FLOAT_MIN)
+    return (s.softmax(-1) @ val).transpose(1, 2).reshape(x.shape)
+
+
+@pytest.mark.parametrize("mask,scale,fill_as", [("add", "div", "constant"), ("where", "div", "constant"),
+                                                ("where_swapped", "mul", "variable"), ("none", "none", "constant"),
+                                                ("where", "mul", "variable")])
+def test_attention_runs_as_sdpa_and_matches_onnxruntime_and_gradients(mask, scale, fill_as):
+    model = _attention_model(mask, scale, fill_as)
+    x = _randn(B, SEQ, W)
+    feeds = {"x": x}
+    if mask == "add":
+        m = np.zeros((B, 1, 1, SEQ), np.float32)
+        m[1, ..., SEQ - 2:] = FLOAT_MIN  # padding at the end of the second sequence
+        feeds["mask"] = m
+    g = load_onnx(model)  # weights trainable, the scale and fill constants
+    module = gd.compile(g)
+    assert module.code.count("fusion_attention(") == 1
+    assert "activations_softmax(" not in module.code and "torch.softmax(" not in module.code
+    inputs = [torch.from_numpy(feeds[n.split(":")[0]]) for n in module.input_names]
+    with torch.profiler.profile() as prof:
+        got = module(*inputs)
+    assert any("scaled_dot_product" in e.name for e in prof.events())
+    np.testing.assert_allclose(got.detach().numpy(), run_ort(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+    # gradients in float64 (the fused call runs in any floating dtype) against the formula by hand
+    module.double()
+    inputs = [t.double() for t in inputs]
+    leaf = inputs[0].clone().requires_grad_(True)
+    weights = torch.linspace(-1, 1, got.numel(), dtype=torch.float64).reshape(got.shape)
+    out = module(leaf, *inputs[1:])
+    (out * weights).sum().backward()
+    v = {n: module.variable(n).detach().clone().requires_grad_(True) for n in ("wq", "wk", "wv")}
+    ref_leaf = inputs[0].clone().requires_grad_(True)
+    scale_value = 1 / np.sqrt(DH) if scale != "none" else 1.0
+    expected = _hand_attention(v, ref_leaf, mask, inputs[1] if mask == "add" else None, float(scale_value))
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-7, atol=1e-7)  # the scale was read in float32
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-6, atol=1e-6)
+    for n in ("wq", "wk", "wv"):
+        torch.testing.assert_close(module.variable(n).grad, v[n].grad, rtol=1e-6, atol=1e-6)
+
+
+def test_attention_intermediates_requested_as_outputs_are_not_fused():
+    model = _attention_model("where", "div")
+    module = gd.compile(load_onnx(model), outputs=["y", "probs"])
+    assert "fusion_attention(" not in module.code
+    x = _randn(B, SEQ, W)
+    y, probs = module(torch.from_numpy(x))
+    np.testing.assert_allclose(y.detach().numpy(), run_ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(B, HEADS, SEQ))
+    assert float(probs.detach()[0, 0, 0, 1:].abs().max()) == 0.0  # the causal mask: the first query sees itself only
+
+
+def test_attention_with_a_small_fill_value_is_not_fused():
+    """Where(cond, x, -10000) differs from adding -10000 on a fully masked row: left to the unfused ops."""
+    model = _attention_model("where", "div")
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            node.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(-1e4, np.float32), "fill"))
+    assert "fusion_attention(" not in gd.compile(load_onnx(model)).code
+
+
+def test_attention_with_broadcast_batch_dimensions_runs_the_unfused_ops():
+    """MatMul broadcasts batch dimensions, scaled_dot_product_attention does not: checked at run time."""
+    nodes = [h.make_node("MatMul", ["q", "kt"], ["s"]), h.make_node("Softmax", ["s"], ["p"], axis=-1),
+             h.make_node("MatMul", ["p", "v"], ["y"])]
+    model = _model(nodes, [("q", T.FLOAT, [None, 2, 3, 4]), ("kt", T.FLOAT, [None, 2, 4, 5]),
+                           ("v", T.FLOAT, [None, 2, 5, 4])], ["y"], {})
+    module = _compiled(model)
+    assert "fusion_attention(" in module.code
+    for bq, bk in ((2, 2), (2, 1), (1, 3)):
+        feeds = {"q": _randn(bq, 2, 3, 4), "kt": _randn(bk, 2, 4, 5), "v": _randn(max(bq, bk), 2, 5, 4)}
+        got = module(*(torch.from_numpy(feeds[n]) for n in ("q", "kt", "v")))
+        np.testing.assert_allclose(got.numpy(), run_ort(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
 # -- shape arithmetic computed once per input shape ---------------------------------------------
 def _shape_model():
     """y = Reshape(x, [batch, -1]) + ConstantOfShape([batch, 1]) + 1: legacy-exporter shape arithmetic."""
@@ -302,17 +452,30 @@ def _shape_model():
     return _model(nodes, [("x", T.FLOAT, ["n", 4, 3])], ["y"], {})
 
 
+def _programs(module):
+    """The shape programs the generated code calls."""
+    return [n.target for n in module.graph.nodes if isinstance(n.target, fusion.ShapeProgram)]
+
+
 def test_shape_arithmetic_runs_once_per_input_shape_and_matches_onnxruntime():
     model = _shape_model()
     module = _compiled(model)
-    assert module.code.count("run_shape_program(") == 2
+    assert len(_programs(module)) == 2
     assert "tensor_shape(" not in module.code and "constant_of_shape(" not in module.code
     for n in (2, 5, 2, 1):
         x = _randn(n, 4, 3)
         got = module(torch.from_numpy(x))
-        np.testing.assert_allclose(got.numpy(), _ort(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
-    programs = [v for k, v in vars(module).items() if k.startswith("_attr")]
-    assert programs and all(len(p.cache) == 3 for p in programs)  # batch 2, 5 and 1: computed three times
+        np.testing.assert_allclose(got.numpy(), run_ort(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
+    assert all(len(p.cache) == 3 for p in _programs(module))  # batch 2, 5 and 1: computed three times
+
+
+def test_shape_values_are_handed_over_on_the_model_device():
+    """Shape arithmetic runs on the CPU (where Shape puts its result) and hands its value over on the
+    device of the tensor it reads (the meta device stands in for an accelerator)."""
+    module = _compiled(_shape_model())
+    y = module(torch.randn(2, 4, 3, device="meta"))
+    assert y.device.type == "meta" and tuple(y.shape) == (2, 12)
+    np.testing.assert_allclose(module(torch.ones(2, 4, 3)).numpy(), np.full((2, 12), 2.0, np.float32))
 
 
 def test_shape_values_cached_in_inference_mode_serve_training():
@@ -345,9 +508,203 @@ def test_shape_constants_held_in_variables_are_cached_until_they_change():
     inits = {"zero": np.array([0], np.int64), "minus1": np.array([-1], np.int64), "k": np.array([1], np.int64)}
     model = _model(nodes, [("x", T.FLOAT, ["n", 4, 3])], ["y"], inits)
     module = _compiled(model)
-    assert "run_shape_program(" in module.code and "tensor_shape(" not in module.code
+    assert _programs(module) and "tensor_shape(" not in module.code
     x = _randn(2, 4, 3)
-    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), _ort(model, {"x": x})[0])
+    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), run_ort(model, {"x": x})[0])
     with torch.no_grad():
         module.variable("k").fill_(2)  # an in-place change is seen: [2 * n, -1]
     assert tuple(module(torch.from_numpy(x)).shape) == (4, 6)
+
+
+# -- direct calls and torch.compile ---------------------------------------------------------------
+def test_float_ops_are_direct_torch_calls_and_a_constant_exponent_a_number():
+    nodes = [h.make_node("Pow", ["x", "three"], ["cube"]), h.make_node("Mul", ["cube", "x"], ["m"]),
+             h.make_node("Transpose", ["m"], ["t"], perm=[1, 0]), h.make_node("Softmax", ["t"], ["y"], axis=-1)]
+    model = _model(nodes, [("x", T.FLOAT, [3, 4])], ["y"], {"three": np.array(3.0, np.float32)})
+    module = gd.compile(load_onnx(model))
+    code = module.code
+    assert "torch.pow(x, 3.0)" in code and "torch.mul(" in code and "torch.permute(" in code
+    assert "torch.softmax(" in code and "graphdnn_ops" not in code
+    x = _randn(3, 4)
+    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), run_ort(model, {"x": x})[0], rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_inductor_backend_computes_what_eager_computes():
+    g, X, y, xent, loss = _book_dnn()
+    eager = gd.compile(g, inputs=[X], outputs=["outputs/BiasAdd:0"])
+    compiled = gd.compile(g, inputs=[X], outputs=["outputs/BiasAdd:0"], backend="inductor")
+    x = torch.randn(5, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), rtol=1e-5, atol=1e-5)
+    assert compiled._compiled_call_impl is not None  # forward went through torch.compile
+
+
+def test_unknown_backend_is_refused():
+    g, X, y, xent, loss = _book_dnn()
+    with pytest.raises(gd.GraphError, match="not 'eager' or a torch.compile backend"):
+        gd.compile(g, inputs=[X, y], outputs=[loss], backend="fastest")
+
+
+# -- stacked recurrent layers: one multi-layer kernel call ----------------------------------------
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_TORCH_ORDER = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}  # ONNX iofc -> torch ifgo; zrh -> rzn
+
+
+def _glue(kind, y, x_next, k):
+    """The nodes an exporter writes between two layers: [seq, dirs, batch, H] -> [seq, batch, dirs * H]."""
+    if kind == "squeeze":  # torch.onnx legacy exporter, one direction
+        return [h.make_node("Squeeze", [y, "one"], [x_next])]
+    nodes = [h.make_node("Transpose", [y], [f"t{k}"], perm=[0, 2, 1, 3])]
+    if kind == "reshape":  # torch.onnx legacy exporter, two directions
+        return nodes + [h.make_node("Reshape", [f"t{k}", "merge"], [x_next])]
+    return nodes + [  # the default exporter: the target shape computed from the transposed tensor's shape
+        h.make_node("Shape", [f"t{k}"], [f"s{k}"]),
+        h.make_node("Slice", [f"s{k}", "zero", "two"], [f"sb{k}"]),
+        h.make_node("Slice", [f"s{k}", "two", "four"], [f"dh{k}"]),
+        h.make_node("ReduceProd", [f"dh{k}"], [f"p{k}"], keepdims=1),
+        h.make_node("Concat", [f"sb{k}", f"p{k}"], [f"target{k}"], axis=0),
+        h.make_node("Reshape", [f"t{k}", f"target{k}"], [x_next])]
+
+
+def _stacked(op, layers, dirs, glue, states, attrs=None, hidden=5, size=6, seq=4, batch=3, also=()):
+    """``layers`` ONNX ``op`` layers joined by ``glue``; ``states``: which layers get initial states."""
+    gates = _GATES[op]
+    nodes, inits, inputs = [], {"one": np.array([1], np.int64), "merge": np.array([0, 0, -1], np.int64),
+                                "zero": np.array([0], np.int64), "two": np.array([2], np.int64),
+                                "four": np.array([4], np.int64)}, {"x": _randn(seq, batch, size)}
+    attrs = {"hidden_size": hidden, **({"direction": "bidirectional"} if dirs == 2 else {}), **(attrs or {})}
+    for k in range(layers):
+        width = size if k == 0 else dirs * hidden
+        inits |= {f"w{k}": _randn(dirs, gates * hidden, width), f"r{k}": _randn(dirs, gates * hidden, hidden),
+                  f"b{k}": _randn(dirs, 2 * gates * hidden)}
+        names = ["x" if k == 0 else f"x{k}", f"w{k}", f"r{k}", f"b{k}", ""]
+        for s in ("h", "c") if op == "LSTM" else ("h",):
+            if k in states:
+                inputs[f"{s}{k}"] = _randn(dirs, batch, hidden)
+            names.append(f"{s}{k}" if k in states else "")
+        outs = [f"y{k}", f"yh{k}", f"yc{k}"][: {"LSTM": 3, "GRU": 2, "RNN": 2}[op]]  # final states unused
+        nodes.append(h.make_node(op, names, outs, **attrs))
+        if k + 1 < layers:
+            nodes += _glue(glue, f"y{k}", f"x{k + 1}", k)
+    outputs = [f"y{layers - 1}", *also]
+    graph = h.make_graph(nodes, "m", [h.make_tensor_value_info(n, T.FLOAT, v.shape) for n, v in inputs.items()],
+                         [h.make_tensor_value_info(n, T.INT64 if n.startswith("target") else T.FLOAT, None)
+                          for n in outputs],
+                         [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, inputs, inits
+
+
+def _torch_rows(a, op, hidden):
+    """ONNX gate blocks (rows) of ``a`` in torch's order."""
+    return np.concatenate([a[k * hidden : (k + 1) * hidden] for k in _TORCH_ORDER[op]])
+
+
+def _reference(op, layers, dirs, inputs, inits, states, hidden, mode="tanh"):
+    """torch.nn's multi-layer module with the ONNX weights (handwritten gate mapping): output as ONNX's last Y,
+    and the module."""
+    size = inputs["x"].shape[-1]
+    kwargs = {"nonlinearity": mode} if op == "RNN" else {}
+    module = getattr(torch.nn, op)(size, hidden, num_layers=layers, bidirectional=dirs == 2, **kwargs)
+    gates = _GATES[op]
+    with torch.no_grad():
+        for k in range(layers):
+            for d in range(dirs):
+                sfx = f"l{k}" + ("_reverse" if d else "")
+                b = inits[f"b{k}"][d]
+                for name, value in (("weight_ih", inits[f"w{k}"][d]), ("weight_hh", inits[f"r{k}"][d]),
+                                    ("bias_ih", b[: gates * hidden]), ("bias_hh", b[gates * hidden :])):
+                    getattr(module, f"{name}_{sfx}").copy_(torch.from_numpy(_torch_rows(value, op, hidden)))
+    batch = inputs["x"].shape[1]
+
+    def initial(s):
+        return torch.cat([torch.from_numpy(inputs[f"{s}{k}"]) if k in states else torch.zeros(dirs, batch, hidden)
+                          for k in range(layers)])
+
+    hx = (initial("h"), initial("c")) if op == "LSTM" else initial("h")
+    y, _ = module(torch.from_numpy(inputs["x"]), hx)
+    return y.reshape(y.shape[0], batch, dirs, hidden).transpose(1, 2), module
+
+
+_STACKS = [
+    ("LSTM", 2, 1, "squeeze", {0, 1}, {}),
+    ("LSTM", 3, 2, "reshape", set(), {}),
+    ("GRU", 2, 2, "shape", {0, 1}, {"linear_before_reset": 1}),
+    ("GRU", 3, 1, "shape", {0}, {"linear_before_reset": 1}),
+    ("RNN", 2, 2, "reshape", {1}, {"activations": ["Relu", "Relu"]}),
+]
+
+
+@pytest.mark.parametrize(("op", "layers", "dirs", "glue", "states", "attrs"), _STACKS)
+def test_stacked_recurrent_layers_run_as_one_kernel_call(op, layers, dirs, glue, states, attrs):
+    hidden = 5
+    model, inputs, inits = _stacked(op, layers, dirs, glue, states, attrs, hidden=hidden)
+    module = _compiled(model)
+    assert module.code.count("rnn_stacked(") == 1 and f"layers = {layers}" in module.code
+    feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
+    got = module(*feeds)
+    np.testing.assert_allclose(got.detach().numpy(), run_ort(model, inputs)[0], rtol=1e-5, atol=1e-5)
+    mode = attrs["activations"][0].lower() if op == "RNN" else "tanh"
+    expected, ref = _reference(op, layers, dirs, inputs, inits, states, hidden, mode)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    weights = torch.linspace(-1, 1, got.numel()).reshape(got.shape)
+    (got * weights).sum().backward()
+    (expected * weights).sum().backward()
+    gates = _GATES[op]
+    for k in range(layers):  # every layer's ONNX-named tensors get the reference gradients
+        for d in range(dirs):
+            sfx = f"l{k}" + ("_reverse" if d else "")
+            gb = module.variable(f"b{k}").grad[d].numpy()
+            for grad, name in ((module.variable(f"w{k}").grad[d].numpy(), "weight_ih"),
+                               (module.variable(f"r{k}").grad[d].numpy(), "weight_hh"),
+                               (gb[: gates * hidden], "bias_ih"), (gb[gates * hidden :], "bias_hh")):
+                want = getattr(ref, f"{name}_{sfx}").grad.numpy()
+                np.testing.assert_allclose(_torch_rows(grad, op, hidden), want, rtol=1e-4, atol=1e-5)
+
+
+def _set_initializer(model, name, value):
+    for t in model.graph.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(value, name))
+
+
+def test_stacked_recurrent_layers_keep_the_weights_for_inference_until_they_change():
+    model, inputs, inits = _stacked("LSTM", 2, 1, "squeeze", {0, 1})
+    module = _compiled(model)
+    feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
+    with torch.no_grad():
+        module(*feeds)
+        module.variable("r1").mul_(0.5)
+        got = module(*feeds)
+    _set_initializer(model, "r1", inits["r1"] * np.float32(0.5))
+    np.testing.assert_allclose(got.numpy(), run_ort(model, inputs)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("requested", ["y0", "t0", "target0"])
+def test_stacked_layers_with_a_requested_intermediate_run_one_by_one(requested):
+    """A layer's output, or the glue's, that is also a model output keeps the layers apart."""
+    model, inputs, _ = _stacked("GRU", 2, 2, "shape", {0, 1}, {"linear_before_reset": 1}, also=(requested,))
+    graph = load_onnx(model, trainable="float")
+    module = gd.compile(graph, outputs=[graph.get_tensor(n).name for n in ("y1", requested)])
+    assert "rnn_stacked(" not in module.code
+    feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
+    for got, want in zip(module(*feeds), run_ort(model, inputs)):
+        np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_stacked_layers_of_other_settings_run_one_by_one():
+    """Layers that differ (hidden size, clip, reverse direction) or glue that does not merge the directions
+    as the kernel does are not joined."""
+    for attrs in ({"clip": 5.0}, {"direction": "reverse"}):
+        model, inputs, _ = _stacked("LSTM", 2, 1, "squeeze", {0, 1}, attrs)
+        module = _compiled(model)
+        assert "rnn_stacked(" not in module.code
+        feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
+        np.testing.assert_allclose(module(*feeds).detach().numpy(), run_ort(model, inputs)[0], rtol=1e-5, atol=1e-5)
+    model, inputs, _ = _stacked("LSTM", 2, 2, "reshape", set())
+    _set_initializer(model, "merge", np.array([0, -1, 10], np.int64))  # [seq, batch, 2 * H] another way
+    assert "rnn_stacked(" in _compiled(model).code
+    _set_initializer(model, "merge", np.array([-1, 3, 10], np.int64))
+    assert "rnn_stacked(" not in _compiled(model).code  # a fixed batch of 3: not the merge for every batch

@@ -1,4 +1,4 @@
-"""Every loader, fuzzed (a bounded run of ``benchmarks/fuzz_loaders.py``): each mutated input loads or
+"""Every loader, fuzzed (a bounded run of ``tests/fuzz_loaders.py``): each mutated input loads or
 raises a graphdnn error, within a time bound and an address-space cap, without killing the
 interpreter. Also: the harness really catches hangs, big allocations and crashes, and regressions
 for the loader bugs fuzzing found."""
@@ -9,10 +9,10 @@ import io
 import json
 import re
 import struct
-import sys
 import zipfile
 from pathlib import Path
 
+import fuzz_loaders as fuzz
 import h5py
 import numpy as np
 import pytest
@@ -23,11 +23,8 @@ from graphdnn.converters.named_tensors import read_named_tensors
 import graphdnn as gd
 from graphdnn.errors import FileFormatError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import fuzz_loaders as fuzz  # noqa: E402
-
 KERAS = Path(__file__).parent / "fixtures" / "foreign" / "keras"
-CASES_PER_FORMAT = 4  # x 15 formats; benchmarks/fuzz_loaders.py --cases 300 for a longer run
+CASES_PER_FORMAT = 4  # x 15 formats; tests/fuzz_loaders.py --cases 300 for a longer run
 
 
 def test_bounded_fuzz_of_every_loader() -> None:

@@ -1,10 +1,10 @@
-"""The isolated case runner behind the conformance benchmarks: crashes and hangs are attributed to
-the case that caused them, and no other case's result is lost."""
+"""The isolated case runner behind the ONNX conformance runs (``graphdnn.testing.run_isolated``): crashes
+and hangs are attributed to the case that caused them, and no other case's result is lost."""
 
 import os
 import time
 
-from benchmarks._isolated import run_isolated
+from graphdnn.testing import run_isolated
 
 
 def _case(i: int) -> tuple[str, str]:

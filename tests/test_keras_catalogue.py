@@ -1,4 +1,5 @@
-"""The Keras layer catalogue and ``keras.applications`` models, checked against Keras's own outputs.
+"""The Keras layer catalogue, checked against Keras's own outputs (``keras.applications``:
+``test_keras_applications.py``).
 
 The fixtures (``fixtures/foreign/keras/catalogue``) were written by Keras 3 itself (see
 ``fixtures/make_keras_catalogue.py``): ``.keras``, legacy ``.h5`` and ``.weights.h5`` files, with the
@@ -20,7 +21,6 @@ from graphdnn.errors import FileFormatError, UnknownOpError
 
 CATALOGUE = Path(__file__).parent / "fixtures" / "foreign" / "keras" / "catalogue"
 MODELS = ["vision", "activations", "shapes", "text", "shared"]
-APPS = ["mobilenet"]  # the other keras.applications families are checked locally (fixture size)
 # Weights-only files whose names need the config: bn_noscale (3 weights: center or scale is off), attention
 # (1 weight: scale or concat_score_weight).
 AMBIGUOUS = {"vision": "BatchNormalization with 3 weights", "text": "Attention layer's single weight"}
@@ -124,7 +124,7 @@ def test_gradients_reach_every_trainable_variable(name):
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, path
 
 
-@pytest.mark.parametrize("name", MODELS + APPS)
+@pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_runs_in_onnx_runtime(name, tmp_path):
     z = _expected(name)
     graph = load_keras(CATALOGUE / f"{name}.keras")
@@ -156,13 +156,22 @@ def test_keras2_legacy_h5_keeps_keras2_names():
         assert np.array_equal(graph.values[path].detach().numpy(), value), path
 
 
-@pytest.mark.parametrize("name", APPS)
-def test_keras_applications_match_keras(name):
-    z = _expected(name)
-    graph = load_keras(CATALOGUE / f"{name}.keras")
+def test_keras2_keras_archive_names_weights_as_keras2():
+    """A ``tf_keras`` (Keras 2) ``.keras`` archive: its ``model.weights.h5`` keys layers by class (``conv2d``,
+    ``lstm_1``) and names no weight; the weights get the names ``tf_keras``'s legacy ``.h5`` gives them. A nested
+    Sequential (whose calls Keras 2 numbers from 1) feeds a shared Dense."""
+    z = _expected("tf2_keras_zip")
+    graph = load_keras(CATALOGUE / "tf2_keras_zip.keras")
     (got,) = _run(graph, z)
-    np.testing.assert_allclose(got, z["output:0"], atol=1e-4)
-    assert got.shape == (2, 10)
+    np.testing.assert_allclose(got, z["output:0"], atol=1e-5)
+    expected = {k[len("weight:"):]: z[k] for k in z.files if k.startswith("weight:")}
+    assert {"emb/embeddings", "conv/kernel", "bn/moving_mean", "dw/depthwise_kernel", "lstm/lstm_cell/kernel",
+            "bidi/backward_gru/gru_cell/bias", "mha/attention_output/kernel", "td/kernel",
+            "block/inner_bn/gamma", "shared/kernel"} <= set(expected)
+    assert {op.name for op in graph.variables()} == set(expected)
+    for path, value in expected.items():
+        assert np.array_equal(graph.values[path].detach().numpy(), value), path
+    assert sorted(keras_named_tensors(CATALOGUE / "tf2_keras_zip.keras").names()) == sorted(expected)
 
 
 def test_op_names_are_uniquified_inside_a_layer():
@@ -193,15 +202,6 @@ def test_unsupported_layers_are_listed_by_name_and_class(tmp_path):
         load_keras(_edited(tmp_path, "vision", edit))
 
 
-def test_a_masked_sequence_into_a_recurrent_layer_is_refused(tmp_path):
-    def edit(layer):
-        if layer["config"]["name"] == "embed":
-            layer["config"]["mask_zero"] = True
-
-    with pytest.raises(UnknownOpError, match=r"'lstm' \(LSTM\) reads a masked sequence"):
-        load_keras(_edited(tmp_path, "text", edit))
-
-
 def test_a_weight_the_config_does_not_use_is_not_dropped(tmp_path):
     def edit(layer):
         if layer["config"]["name"] == "dense":
@@ -220,7 +220,7 @@ def test_supported_layers_registry():
 
 
 def test_readme_keras_layer_table_is_current():
-    from benchmarks import coverage_tables
+    from graphdnn.converters import coverage_tables
 
     text = coverage_tables.README.read_text(encoding="utf-8")
     assert coverage_tables.rewrite(text, ["keras-layers"]) == text, "run python benchmarks/coverage_tables.py"

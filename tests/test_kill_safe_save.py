@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import same_tensors, saved_values
 
 import graphdnn as gd
 
@@ -141,14 +142,6 @@ def _points(writer: Writer, layout: str, seed: int) -> list[tuple[str, float]]:
     return [("line", k) for k in by_line] + [("time", round(t, 6)) for t in by_time]
 
 
-def _values(path: Path) -> dict[str, torch.Tensor]:
-    return dict(gd.load(path).values)
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def _leftovers(folder: Path, keep: set[str]) -> list[str]:
     """Files other than the checkpoint's own: only a killed writer's temporary files are allowed."""
     return [p.name for p in folder.iterdir() if p.name not in keep and not (p.name.startswith(".")
@@ -162,7 +155,7 @@ def test_killed_single_file_save(writer: Writer, tmp_path: Path) -> None:
     assert not writer.save(ref / "new.safetensors", 2, sharded=False)
     old, new = (ref / "old.safetensors").read_bytes(), (ref / "new.safetensors").read_bytes()
     assert len(new) > 5 * 2**20 and old != new
-    new_values = _values(ref / "new.safetensors")
+    new_values = saved_values(ref / "new.safetensors")
     outcomes = {"previous kept": 0, "new complete": 0, "absent": 0}
     killed = 0
     for i, (mode, value) in enumerate(_points(writer, "single", seed=1)):
@@ -182,7 +175,7 @@ def test_killed_single_file_save(writer: Writer, tmp_path: Path) -> None:
         data = target.read_bytes()
         if data == new:
             outcomes["new complete"] += 1
-            assert _same(_values(target), new_values), where
+            assert same_tensors(saved_values(target), new_values), where
         else:
             assert replacing and data == old, f"{where}: the file is neither the previous checkpoint nor the new one"
             outcomes["previous kept"] += 1
@@ -199,7 +192,7 @@ def test_killed_sharded_save(writer: Writer, tmp_path: Path) -> None:
     assert not writer.save(ref / "new" / "m.safetensors", 2, sharded=True)
     old_files = {p.name: p.read_bytes() for p in (ref / "old").iterdir()}
     assert len(old_files) > 3  # an index and several shards
-    old_values, new_values = _values(old_index), _values(ref / "new" / "m.safetensors.index.json")
+    old_values, new_values = saved_values(old_index), saved_values(ref / "new" / "m.safetensors.index.json")
     outcomes = {"previous kept": 0, "new complete": 0}
     killed = 0
     for i, (mode, value) in enumerate(_points(writer, "sharded", seed=2)):
@@ -214,10 +207,10 @@ def test_killed_sharded_save(writer: Writer, tmp_path: Path) -> None:
         shards = set(json.loads(index.read_text())["weight_map"].values())
         if index.read_bytes() == old_files[index.name]:
             assert all((folder / s).read_bytes() == old_files[s] for s in shards), f"{where}: a shard changed"
-            assert _same(_values(index), old_values), where
+            assert same_tensors(saved_values(index), old_values), where
             outcomes["previous kept"] += 1
         else:
-            assert _same(_values(index), new_values), f"{where}: the new index does not load the new values"
+            assert same_tensors(saved_values(index), new_values), f"{where}: the new index does not load the new values"
             outcomes["new complete"] += 1
         names = {p.name for p in folder.iterdir()}
         assert not _leftovers(folder, names & (set(old_files) | shards | {index.name}) | {
@@ -237,6 +230,6 @@ def test_repeated_sharded_saves_write_new_shard_names(tmp_path: Path) -> None:
         shards = set(json.loads(index.read_text())["weight_map"].values())
         assert not seen or not shards & seen[-1]
         assert sorted(p.name for p in tmp_path.glob("m-*")) == sorted(shards)  # the previous set is removed
-        assert _same(_values(index), dict(g.values))
+        assert same_tensors(saved_values(index), dict(g.values))
         seen.append(shards)
     assert not seen[0] & seen[2]  # every save writes a new generation of shards

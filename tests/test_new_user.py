@@ -208,7 +208,7 @@ def test_did_you_mean_for_names_and_patterns():
 
 # ------------------------------------------------------------------------------ 10. habits
 def test_one_make_optimizer_for_modules_graphs_and_parameters():
-    from graphdnn import freeze as freeze_module
+    from graphdnn import freezing as freeze_module
     from graphdnn.train import make_optimizer
 
     assert gd.make_optimizer is make_optimizer

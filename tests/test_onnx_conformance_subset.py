@@ -4,12 +4,9 @@ The full run is ``python benchmarks/onnx_conformance.py --json PATH``."""
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import onnx_conformance as conf  # noqa: E402
+from graphdnn.converters import onnx_conformance as conf
 
 
 def _run(cases):

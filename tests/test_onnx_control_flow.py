@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from graphdnn.converters.onnx_export import export_onnx
 from graphdnn.converters.onnx_import import load_onnx
+from helpers import run_ort
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -53,11 +53,6 @@ def _loop_if_model() -> onnx.ModelProto:
     return _model(graph)
 
 
-def _ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
-
-
 def _compiled(graph: gd.Graph):
     return gd.compile(graph, inputs=graph.meta["onnx"]["inputs"], outputs=graph.meta["onnx"]["outputs"])
 
@@ -75,7 +70,7 @@ def test_loop_and_if_match_onnxruntime(sign, trips):
     model = _loop_if_model()
     module = _compiled(load_onnx(model))
     x = np.random.default_rng(trips).standard_normal((2, 3)).astype(np.float32) * 0.3 + sign
-    expected = _ort(model, {"x": x, "M": np.array(trips, np.int64)})
+    expected = run_ort(model, {"x": x, "M": np.array(trips, np.int64)})
     out = module(torch.from_numpy(x), torch.tensor(trips))
     if trips == 0:  # no iteration: the final value is the initial one, the scan output is empty
         _close(out[0], expected[:1])
@@ -122,7 +117,7 @@ def test_save_load_and_export_round_trip(tmp_path):
     assert [n.input[1] for n in body.node if n.op_type == "Mul"] == ["w"]
     assert [vi.name for vi in body.input] == ["i", "cond_in", "acc_in"]
     feeds = {"x": x.numpy(), "M": np.array(2, np.int64)}
-    _close(a, _ort(exported, feeds))
+    _close(a, run_ort(exported, feeds))
     reexported = export_onnx(load_onnx(exported), None, inputs=["x", "M"], outputs=["y", "scans"])
     assert reexported.graph == exported.graph
 
@@ -147,7 +142,7 @@ def test_scan_matches_onnxruntime(reverse):
     s0 = np.array([1.0, -1.0, 0.5], np.float32)
     x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
     out = _compiled(load_onnx(model))(torch.from_numpy(s0), torch.from_numpy(x))
-    _close(out, _ort(model, {"s0": s0, "x": x}), atol=1e-5)
+    _close(out, run_ort(model, {"s0": s0, "x": x}), atol=1e-5)
 
 
 def test_scan8_batched_with_sequence_lengths_matches_onnxruntime():
@@ -164,7 +159,7 @@ def test_scan8_batched_with_sequence_lengths_matches_onnxruntime():
     x = np.arange(24, dtype=np.float32).reshape(3, 4, 2)
     lens = np.array([4, 2, 4], np.int64)
     out = _compiled(load_onnx(model))(torch.from_numpy(lens), torch.from_numpy(s0), torch.from_numpy(x))
-    _close(out, _ort(model, {"lens": lens, "s0": s0, "x": x}))
+    _close(out, run_ort(model, {"lens": lens, "s0": s0, "x": x}))
 
 
 def test_while_loop_with_condition_and_nested_capture():
@@ -192,11 +187,11 @@ def test_while_loop_with_condition_and_nested_capture():
         feeds = {"go": np.array(go), "v0": np.array([1.0, 2.0], np.float32), "scale": np.array(1.5, np.float32),
                  "limit": np.array(40.0, np.float32)}
         _close(module(*(torch.from_numpy(np.asarray(feeds[k])) for k in ("go", "v0", "scale", "limit"))),
-               _ort(model, feeds))
+               run_ort(model, feeds))
     exported = export_onnx(graph_dnn, None, inputs=graph_dnn.meta["onnx"]["inputs"], outputs=["v"])
     feeds = {"go": np.array(True), "v0": np.array([1.0, 2.0], np.float32), "scale": np.array(1.5, np.float32),
              "limit": np.array(40.0, np.float32)}
-    np.testing.assert_allclose(_ort(exported, feeds)[0], _ort(model, feeds)[0])
+    np.testing.assert_allclose(run_ort(exported, feeds)[0], run_ort(model, feeds)[0])
 
 
 def test_loop_without_trip_count_or_condition_is_refused():

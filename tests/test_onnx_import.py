@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from graphdnn.converters.onnx_import import load_onnx
+from helpers import run_ort
 from onnx import TensorProto, helper, numpy_helper
 
 import graphdnn as gd
@@ -61,10 +62,6 @@ def foreign_cnn(opset: int = 13, batch: str | int = "N") -> onnx.ModelProto:
     return model
 
 
-def _ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
 def _compile(g: Graph):
     return gd.compile(g, inputs=g.meta["onnx"]["inputs"], outputs=g.meta["onnx"]["outputs"])
 
@@ -92,7 +89,7 @@ def test_names_roles_and_values_equal_ort(tmp_path):
     x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
     module = _compile(g).eval()
     got = module(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_allclose(got, _ort(model, {"input": x})[0], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(got, run_ort(model, {"input": x})[0], atol=1e-5, rtol=1e-4)
 
 
 def test_one_optimizer_step_changes_every_trainable_variable():
@@ -137,7 +134,7 @@ def test_big_constants_become_state_and_small_ones_stay_literals():
     assert g.get_operation("k_const").type == "Constant"
     x = np.random.default_rng(0).standard_normal((3, 50)).astype(np.float32)
     got = _compile(g)(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_allclose(got, _ort(model, {"x": x})[0], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(got, run_ort(model, {"x": x})[0], atol=1e-5, rtol=1e-4)
 
 
 def test_name_collisions_and_tensor_like_names():
@@ -264,7 +261,7 @@ def test_import_then_json_and_values_keep_every_name(tmp_path):
     assert {"/conv1/Conv_output_0", "/bn1/bn_out", "/relu/Relu_output_0", "logits"} <= values
     assert "" in {n.name for n in again.graph.node}  # the unnamed node stays unnamed
     x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    np.testing.assert_allclose(_ort(again, {"input": x})[0], _ort(model, {"input": x})[0], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(run_ort(again, {"input": x})[0], run_ort(model, {"input": x})[0], atol=1e-5, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------

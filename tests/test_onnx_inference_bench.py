@@ -1,19 +1,18 @@
 """The ONNX inference benchmark's non-timing parts: the structural check (ORT runs the same optimized graph for
-graphdnn's export as for ``torch.onnx.export``) and the statistics helpers. No timing assertions.
+graphdnn's export as for ``torch.onnx.export``; ``graphdnn.converters.ort_parity``) and the statistics helpers
+(``graphdnn.testing``). No timing assertions.
 
 The full run is ``python benchmarks/onnx_inference.py --json PATH``."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from graphdnn.converters import ort_parity as bench
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import onnx_inference as bench  # noqa: E402
-from benchmarks._util import bootstrap_median_ci, ci_verdict, interleaved_times  # noqa: E402
+from graphdnn.testing import bootstrap_median_ci, ci_verdict, interleaved_times
 
 
 @pytest.mark.parametrize("kind", bench.KINDS)

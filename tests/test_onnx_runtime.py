@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,15 +12,13 @@ import pytest
 import torch
 from graphdnn.converters.onnx_export import build_model
 from graphdnn.converters.onnx_import import load_onnx
+from graphdnn.converters.onnx_node_cases import compare_outputs, iter_node_cases, to_torch
 
 import graphdnn as gd
 from graphdnn import layers, nn
 from graphdnn.errors import GraphError
 from graphdnn.ops import registry
 from graphdnn.runtime import OrtRunner
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.onnx_node_cases import compare_outputs, iter_node_cases, to_torch  # noqa: E402
 
 ort.set_default_logger_severity(4)
 
@@ -148,6 +144,8 @@ _HANDWRITTEN = {
     ("", "GlobalLpPool"): (lambda x: x.abs().pow(2).sum(dim=(2, 3), keepdim=True).sqrt(), {"p": 2}),
     ("graphdnn", "StopGradient"): (lambda x: x, {}),
     ("graphdnn", "AlphaDropout"): (lambda x: x, {"ratio": 0.2}),
+    ("graphdnn", "GaussianNoise"): (lambda x: x, {"stddev": 0.3}),  # identity at inference, exported as Identity
+    ("graphdnn", "GaussianDropout"): (lambda x: x, {"ratio": 0.2}),
 }
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from graphdnn.converters.onnx_import import load_onnx, value_name_of
 from graphdnn.converters.onnx_types import type_proto, type_string
+from helpers import run_ort
 from onnx import TensorProto, helper
 
 import graphdnn as gd
@@ -77,10 +77,6 @@ def optional_model() -> onnx.ModelProto:
     return model
 
 
-def _ort(model: onnx.ModelProto, feeds: dict) -> list:
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
 def _torch(value):
     if value is None:
         return None
@@ -134,7 +130,7 @@ def test_sequence_inputs_and_outputs_match_onnxruntime(tmp_path):
     for n in (0, 1, 3):  # an empty sequence included
         feeds = {"parts": [rng.standard_normal((k + 1, 3)).astype(np.float32) for k in range(n)],
                  "x": rng.standard_normal((2, 3)).astype(np.float32)}
-        expected = _ort(model, feeds)
+        expected = run_ort(model, feeds)
         got = _run(g, feeds)
         assert len(got) == len(expected) == 5
         for e, t in zip(expected, got):
@@ -149,7 +145,7 @@ def test_optional_input_given_and_omitted_match_onnxruntime():
     y = np.arange(4, dtype=np.float32)
     for maybe in (np.array([1, 2, 3, 4], dtype=np.float32), None):
         feeds = {"maybe": maybe, "y": y}
-        expected = _ort(model, feeds)
+        expected = run_ort(model, feeds)
         got = _run(g, feeds)
         for e, t in zip(expected, got):
             _assert_same(e, t)
@@ -216,7 +212,7 @@ def test_graph_built_by_hand_exports_sequences_and_optionals_that_onnxruntime_ru
     assert kinds == ["sequence_type", "tensor_type", "optional_type", "optional_type", "tensor_type", "tensor_type"]
     feeds = {"x": np.arange(12, dtype=np.float32).reshape(2, 6),
              "s": [np.ones((2, 1), np.float32), np.zeros((2, 2), np.float32)]}
-    expected = _ort(model, feeds)
+    expected = run_ort(model, feeds)
     got = gd.compile(g, inputs=[x, s], outputs=outs)(*(_torch(feeds[k]) for k in ("x", "s")))
     for e, t in zip(expected, got):
         _assert_same(e, t)

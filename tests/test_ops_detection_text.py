@@ -10,17 +10,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from graphdnn.converters.onnx_import import load_onnx
+from helpers import run_graphdnn, value_info
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import graphdnn as gd
 
 RNG = np.random.default_rng(7)
-
-
-def _info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
-    elem = TensorProto.STRING if value.dtype == object else helper.np_dtype_to_tensor_dtype(value.dtype)
-    return helper.make_tensor_value_info(name, elem, value.shape)
 
 
 def _model(op_type, inputs, attrs=None, opset=20, n_outputs=1, consts=()):
@@ -33,22 +29,11 @@ def _model(op_type, inputs, attrs=None, opset=20, n_outputs=1, consts=()):
     node = helper.make_node(op_type, names, outs, **(attrs or {}))
     feeds = {n: v for i, (n, v) in enumerate(zip(names, inputs)) if n and i not in consts}
     inits = [numpy_helper.from_array(v, n) for i, (n, v) in enumerate(zip(names, inputs)) if n and i in consts]
-    graph = helper.make_graph([node], "g", [_info(n, v) for n, v in feeds.items()],
+    graph = helper.make_graph([node], "g", [value_info(n, v) for n, v in feeds.items()],
                               [onnx.ValueInfoProto(name=o) for o in outs], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8 if opset < 21 else 10
     return model, feeds
-
-
-def _graphdnn(model, feeds):
-    graph = load_onnx(model)
-    module = gd.compile(graph, inputs=graph.meta["onnx"]["inputs"], outputs=graph.meta["onnx"]["outputs"]).eval()
-    args = [v if v.dtype == object else torch.from_numpy(np.ascontiguousarray(v)).reshape(v.shape)
-            for v in feeds.values()]  # (ascontiguousarray makes a 0-d array 1-d)
-    with torch.no_grad():
-        out = module(*args)
-    out = out if isinstance(out, tuple) else (out,)
-    return [o.numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in out]
 
 
 def check(op_type, inputs, attrs=None, opset=20, n_outputs=1, consts=(), reference="ort", atol=1e-5, rtol=1e-4):
@@ -59,7 +44,7 @@ def check(op_type, inputs, attrs=None, opset=20, n_outputs=1, consts=(), referen
         expected = sess.run(None, feeds)
     else:
         expected = ReferenceEvaluator(model).run(None, feeds)
-    got = _graphdnn(model, feeds)
+    got = run_graphdnn(model, feeds)
     assert len(got) == len(expected)
     for i, (g, e) in enumerate(zip(got, expected)):
         e = np.asarray(e)
@@ -250,7 +235,7 @@ def test_tfidf_vectorizer_strings():
 def test_bernoulli_distribution_and_seed():
     p = np.tile(np.array([0.0, 1.0, 0.25, 0.75], np.float32), (4000, 1))
     seeded, feeds = _model("Bernoulli", [p], {"seed": 3.0, "dtype": TensorProto.DOUBLE}, opset=22)
-    first, second = _graphdnn(seeded, feeds)[0], _graphdnn(seeded, feeds)[0]
+    first, second = run_graphdnn(seeded, feeds)[0], run_graphdnn(seeded, feeds)[0]
     assert first.dtype == np.float64 and first.shape == p.shape
     np.testing.assert_array_equal(first, second)  # a seed makes the node deterministic
     assert set(np.unique(first)) <= {0.0, 1.0}
@@ -258,7 +243,7 @@ def test_bernoulli_distribution_and_seed():
     np.testing.assert_array_equal(first[:, 1], 1.0)
     np.testing.assert_allclose(first[:, 2:].mean(axis=0), [0.25, 0.75], atol=0.03)
     unseeded, feeds = _model("Bernoulli", [p.astype(np.float64)], opset=15)
-    out = _graphdnn(unseeded, feeds)[0]
+    out = run_graphdnn(unseeded, feeds)[0]
     assert out.dtype == np.float64
     np.testing.assert_allclose(out[:, 2:].mean(axis=0), [0.25, 0.75], atol=0.03)
 

@@ -8,26 +8,18 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from graphdnn.converters.onnx_import import load_onnx
+from helpers import run_graphdnn, run_ort, value_info
 from onnx import TensorProto, helper, numpy_helper
 
-import graphdnn as gd
-
 RNG = np.random.default_rng(11)
-
-
-def _info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
-    elem = TensorProto.STRING if value.dtype == object else helper.np_dtype_to_tensor_dtype(value.dtype)
-    return helper.make_tensor_value_info(name, elem, value.shape)
 
 
 def _model(op_type: str, inputs: list[np.ndarray], attrs: dict[str, Any], ml_opset: int) -> onnx.ModelProto:
     names = [f"in{i}" for i in range(len(inputs))]
     node = helper.make_node(op_type, names, ["out"], domain="ai.onnx.ml", **attrs)
-    feeds = [_info(n, v) for n, v in zip(names, inputs)]
+    feeds = [value_info(n, v) for n, v in zip(names, inputs)]
     graph = helper.make_graph([node], "g", feeds, [onnx.ValueInfoProto(name="out")])
     opsets = [helper.make_opsetid("", 19), helper.make_opsetid("ai.onnx.ml", ml_opset)]
     model = helper.make_model(graph, opset_imports=opsets)
@@ -35,22 +27,13 @@ def _model(op_type: str, inputs: list[np.ndarray], attrs: dict[str, Any], ml_ops
     return model
 
 
-def _graphdnn(model: onnx.ModelProto, inputs: list[np.ndarray]) -> np.ndarray:
-    g = load_onnx(model)
-    m = gd.compile(g, inputs=g.meta["onnx"]["inputs"], outputs=g.meta["onnx"]["outputs"]).eval()
-    with torch.no_grad():
-        out = m(*[v if v.dtype == object else torch.from_numpy(np.ascontiguousarray(v)) for v in inputs])
-    return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
-
-
 def check(op_type: str, inputs: list[np.ndarray], attrs: dict[str, Any], ml_opset: int,
           expected: np.ndarray | None = None, rtol: float = 1e-5, atol: float = 1e-6) -> np.ndarray:
     """graphdnn vs ONNX Runtime (or vs ``expected`` where given); returns graphdnn's output."""
     model = _model(op_type, inputs, attrs, ml_opset)
-    got = _graphdnn(model, inputs)
+    got = run_graphdnn(model, inputs)[0]
     if expected is None:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        expected = sess.run(None, {f"in{i}": v for i, v in enumerate(inputs)})[0]
+        expected = run_ort(model, {f"in{i}": v for i, v in enumerate(inputs)})[0]
     assert got.shape == expected.shape and got.dtype == expected.dtype, (got.shape, got.dtype, expected.dtype)
     if got.dtype == object:
         assert got.tolist() == expected.tolist()
@@ -78,8 +61,8 @@ def test_array_feature_extractor_matches_onnxruntime(data, index):
 
 def test_array_feature_extractor_rejects_an_index_out_of_range():
     with pytest.raises(Exception, match="out of"):
-        _graphdnn(_model("ArrayFeatureExtractor", [np.zeros((2, 3), np.float32), np.array([3], np.int64)], {}, 1),
-                  [np.zeros((2, 3), np.float32), np.array([3], np.int64)])
+        run_graphdnn(_model("ArrayFeatureExtractor", [np.zeros((2, 3), np.float32), np.array([3], np.int64)], {}, 1),
+                     [np.zeros((2, 3), np.float32), np.array([3], np.int64)])
 
 
 def test_binarizer_matches_onnxruntime_and_the_spec_on_other_types():
@@ -204,8 +187,8 @@ def test_tree_ensemble_rejects_malformed_trees():
     x = np.zeros((2, 3), np.float32)
     cyclic = _forest(nodes_truenodeids=[1, 0, 3, 4, 5, 6, 7, 10], nodes_trueleafs=[0, 0, 1, 1, 1, 0, 1, 1])
     with pytest.raises(Exception, match="cycle"):
-        _graphdnn(_model("TreeEnsemble", [x], cyclic, 5), [x])
+        run_graphdnn(_model("TreeEnsemble", [x], cyclic, 5), [x])
     no_members = _forest()
     del no_members["membership_values"]
     with pytest.raises(Exception, match="membership_values"):
-        _graphdnn(_model("TreeEnsemble", [x], no_members, 5), [x])
+        run_graphdnn(_model("TreeEnsemble", [x], no_members, 5), [x])

@@ -5,13 +5,8 @@ keep passing completely."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-_HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "onnx_node_cases.py"
+from graphdnn.converters import onnx_node_cases
 
 #: Op types (single-node cases) whose every ONNX node case must pass.
 OP_TYPES = [
@@ -26,17 +21,9 @@ OP_TYPES = [
 ]
 
 
-def _load_harness():
-    spec = importlib.util.spec_from_file_location("onnx_node_cases", _HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("onnx_node_cases", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def harness():
-    return _load_harness()
+    return onnx_node_cases
 
 
 @pytest.fixture(scope="module")

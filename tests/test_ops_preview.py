@@ -8,14 +8,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from graphdnn.converters.onnx_import import load_onnx
+from helpers import run_graphdnn, run_ort
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-import graphdnn as gd
 from graphdnn.ops.preview import PREVIEW_DOMAIN, TRAINING_DOMAIN
 from graphdnn.ops.stateful import linear_attention
 
@@ -30,19 +28,6 @@ def _model(node: onnx.NodeProto, feeds: dict[str, np.ndarray], n_out: int, opset
     outputs = [helper.make_empty_tensor_value_info(name) for name in node.output[:n_out]]
     graph = helper.make_graph([node], "one_node", inputs, outputs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
-
-
-def _graphdnn(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    g = load_onnx(model)
-    module = gd.compile(g, inputs=g.meta["onnx"]["inputs"], outputs=g.meta["onnx"]["outputs"]).eval()
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(v) for v in feeds.values()])
-    return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
-
-
-def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
 
 
 def _reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -97,7 +82,7 @@ def test_linear_attention_matches_onnxruntime(rule, t, hq, hkv, per_key_decay, s
                             scale=scale)
     feeds = {n: full[n] for n in present}
     model = _model(node, feeds, 2, {"": 27})
-    _close(_graphdnn(model, feeds), _ort(model, feeds), rtol=1e-4, atol=1e-5)
+    _close(run_graphdnn(model, feeds), run_ort(model, feeds), rtol=1e-4, atol=1e-5)
 
 
 def test_linear_attention_chunked_calls_equal_one_call():
@@ -153,7 +138,7 @@ def test_causal_conv_with_state_matches_onnxruntime(k, bias, past, activation, d
         names.pop()
     node = helper.make_node("CausalConvWithState", names, ["y", "state"], activation=activation)
     model = _model(node, feeds, 2, {"": 27})
-    ours, ref = _graphdnn(model, feeds), _ort(model, feeds)
+    ours, ref = run_graphdnn(model, feeds), run_ort(model, feeds)
     tol = (1e-2, 1e-2) if dtype == FLOAT16 else (1e-5, 1e-5)
     _close(ours, ref, *tol)
     x = feeds["input"].astype(np.float64)  # and the definition, by hand
@@ -224,7 +209,7 @@ def test_flex_attention_matches_reference(hq, hkv, l, s, e, ev, dtype, scale, sc
     node = helper.make_node("FlexAttention", ["Q", "K", "V"], ["Y"], domain=PREVIEW_DOMAIN, **attrs)
     model = _model(node, feeds, 1, {"": 27, PREVIEW_DOMAIN: 1})
     tol = (2e-3, 2e-3) if dtype == FLOAT16 else (1e-5, 1e-6)
-    _close(_graphdnn(model, feeds), _reference(model, feeds), *tol)
+    _close(run_graphdnn(model, feeds), _reference(model, feeds), *tol)
 
 
 def test_flex_attention_score_mod_reads_outer_values():
@@ -241,7 +226,7 @@ def test_flex_attention_score_mod_reads_outer_values():
     scores = np.einsum("bhle,bhse->bhls", feeds["Q"], feeds["K"]).astype(np.float64) * 0.7 + feeds["bias"]
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    _close(_graphdnn(model, feeds), [(probs @ feeds["V"]).astype(np.float32)], rtol=1e-5, atol=1e-6)
+    _close(run_graphdnn(model, feeds), [(probs @ feeds["V"]).astype(np.float32)], rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,7 +288,7 @@ def _by_hand(op: str, feeds: dict[str, np.ndarray], attrs: dict[str, Any], n: in
 ])
 def test_optimizer_steps_match_reference_and_spec(op, n_states, step, attrs):
     model, feeds = _optimizer_case(op, n_states, step, attrs, n_tensors=2 if step else 3)
-    ours = _graphdnn(model, feeds)
+    ours = run_graphdnn(model, feeds)
     n = 2 if step else 3
     _close(ours, _reference(model, feeds), rtol=1e-5, atol=1e-6)
     for a, b in zip(ours, _by_hand(op, feeds, attrs, n)):
@@ -313,7 +298,7 @@ def test_optimizer_steps_match_reference_and_spec(op, n_states, step, attrs):
 def test_optimizer_step_keeps_float64():
     attrs = {"alpha": 0.875, "beta": 0.125, "mode": "nesterov", "norm_coefficient": 0.25}  # exact in float32
     model, feeds = _optimizer_case("Momentum", 1, 1, attrs, dtype=DOUBLE, n_tensors=1)
-    ours = _graphdnn(model, feeds)
+    ours = run_graphdnn(model, feeds)
     assert all(o.dtype == np.float64 for o in ours)
     for a, b in zip(ours, _by_hand("Momentum", feeds, attrs, 1)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -9,23 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import frozen_book_dnn
 from PIL import Image
 
 import graphdnn as gd
 from graphdnn import layers, nn
 from graphdnn.draw import draw, plan, render_svg, scope_graph
-from graphdnn.recipes import default_dnn
 
 SVG = "{http://www.w3.org/2000/svg}"
 CHAR_W = 12 * 0.6  # a monospace character at font-size 12 is 0.6 em wide
-
-
-def _book_dnn() -> gd.Graph:
-    torch.manual_seed(0)
-    dnn = default_dnn(784, 10, (300, 100, 50))
-    gd.freeze(dnn.graph, "hidden[12]")
-    return dnn.graph
 
 
 def _cnn(name: str = "cnn") -> gd.Graph:
@@ -132,7 +124,7 @@ def test_svg_edges_never_cross_a_box_and_skips_are_marked(depth: int | None) -> 
 
 
 def test_svg_text_keeps_case_and_fits_with_the_title() -> None:
-    g = _book_dnn()
+    g = frozen_book_dnn()
     g.name = "a deliberately long graph name that is wider than the narrow chain of boxes it describes"
     root, boxes, _ = _svg_geometry(render_svg(g))
     width = float(root.get("width"))

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 import graphdnn as gd
 from graphdnn.errors import RestoreError
-from graphdnn.restore import LazyTensor, match_names
+from graphdnn.restoring import LazyTensor, match_names
 
 
 def target_graph():

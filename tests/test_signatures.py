@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
+from helpers import run_ort
 from onnx import TensorProto, helper
 
 import graphdnn as gd
@@ -42,11 +42,6 @@ def _feeds() -> dict[str, np.ndarray]:
     return {"X": rng.standard_normal((2, 3)).astype(np.float32), "S": rng.standard_normal((2, 3)).astype(np.float32)}
 
 
-def _ort(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
 @pytest.fixture
 def onnx_file(tmp_path):
     path = tmp_path / "a.onnx"
@@ -67,7 +62,7 @@ def _check_compiled(graph: gd.Graph, expected: list[np.ndarray]) -> None:
 
 
 def test_compile_returns_the_declared_outputs_in_order(onnx_file):
-    expected = _ort(str(onnx_file), _feeds())
+    expected = run_ort(str(onnx_file), _feeds())
     graph = gd.load(onnx_file)
     assert graph.signature == {"inputs": ["X:0", "S:0"], "outputs": ["sigmoid:0", "relu:0", "X:0"]}
     _check_compiled(graph, expected)
@@ -77,7 +72,7 @@ def test_compile_returns_the_declared_outputs_in_order(onnx_file):
 
 
 def test_signature_survives_save_and_load(onnx_file, tmp_path):
-    expected = _ort(str(onnx_file), _feeds())
+    expected = run_ort(str(onnx_file), _feeds())
     gd.save(gd.load(onnx_file), tmp_path / "m.safetensors")
     again = gd.load(tmp_path / "m.safetensors")
     assert again.signature is not None
@@ -86,7 +81,7 @@ def test_signature_survives_save_and_load(onnx_file, tmp_path):
 
 def test_export_and_convert_write_the_declared_signature(onnx_file, tmp_path):
     feeds = _feeds()
-    expected = _ort(str(onnx_file), feeds)
+    expected = run_ort(str(onnx_file), feeds)
     exported = gd.export_onnx(gd.load(onnx_file), None)
     assert [o.name for o in exported.graph.output] == DECLARED
     assert [i.name for i in exported.graph.input] == ["X", "S"]
@@ -95,7 +90,7 @@ def test_export_and_convert_write_the_declared_signature(onnx_file, tmp_path):
     converted = onnx.load(out)
     assert [o.name for o in converted.graph.output] == DECLARED
     assert [i.name for i in converted.graph.input] == ["X", "S"]
-    for got, want in zip(_ort(converted, feeds), expected):
+    for got, want in zip(run_ort(converted, feeds), expected):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 

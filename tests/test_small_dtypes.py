@@ -3,15 +3,17 @@ compute, export. graphdnn holds them unpacked, one element per byte (see ``graph
 
 from __future__ import annotations
 
+from functools import partial
+
 import ml_dtypes
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from graphdnn.converters.onnx_export import export_onnx
 from graphdnn.converters.onnx_import import load_onnx
 from graphdnn.converters.onnx_tensors import array_to_torch, proto_to_torch, torch_to_array, torch_to_proto
+from helpers import run_ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -67,12 +69,9 @@ def _int4_weight_model(k: int = 64, n: int = 24, block: int = 32, kind: int = Te
     return model
 
 
-def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
-    # ORT's default optimizations turn DequantizeLinear + MatMul into an approximate MatMulNBits;
-    # the plain kernels compute what the ONNX spec says.
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(names, feeds)
+# ORT's default optimizations turn DequantizeLinear + MatMul into an approximate MatMulNBits;
+# the plain kernels compute what the ONNX spec says.
+_plain_ort = partial(run_ort, optimize=False)
 
 
 @pytest.mark.parametrize("kind", [TensorProto.INT4, TensorProto.UINT4])
@@ -85,7 +84,7 @@ def test_int4_weight_model_matches_onnxruntime(kind):
     assert graph.values["W"].dtype == torch_dtype(name) and graph.get_tensor("W_deq").dtype == "float32"
     x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
     (ours,) = _run(module, x)
-    (expected,) = _ort(model, {"x": x})
+    (expected,) = _plain_ort(model, {"x": x})
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -110,7 +109,7 @@ def test_int4_initializer_round_trip_keeps_type_and_bytes(tmp_path):
     assert again["W"].data_type == TensorProto.INT4 and again["W"].raw_data == before["W"].raw_data
     x = np.random.default_rng(2).standard_normal((3, 64)).astype(np.float32)
     np.testing.assert_array_equal(_run(module, x)[0].numpy(), _run(module2, x)[0].numpy())
-    np.testing.assert_allclose(_run(module2, x)[0].numpy(), _ort(exported, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_run(module2, x)[0].numpy(), _plain_ort(exported, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", [TensorProto.INT4, TensorProto.UINT4])
@@ -217,7 +216,7 @@ def test_cast_float_to_small_int_rounds_half_to_even(to):
     whole = defined & (x == np.floor(x))
     np.testing.assert_array_equal(got[whole], _reference(model, x)[0].astype(np.int64)[whole])
     no_tie = defined & ~ties
-    np.testing.assert_array_equal(got[no_tie], _ort(model, {"x": x}, ["y"])[0][no_tie])
+    np.testing.assert_array_equal(got[no_tie], _plain_ort(model, {"x": x}, ["y"])[0][no_tie])
     # deterministic where undefined
     again = torch_to_array(_cast_round_trip(to, x)[0]).astype(np.int64)
     np.testing.assert_array_equal(got, again)
@@ -232,7 +231,7 @@ def test_cast_integer_to_small_int_discards_higher_bits(to):
     expected = np.mod(x - lo, 1 << bits) + lo
     np.testing.assert_array_equal(torch_to_array(small).astype(np.int64), expected)
     np.testing.assert_array_equal(y.numpy(), expected.astype(np.float32))
-    np.testing.assert_array_equal(_ort(model, {"x": x}, ["y"])[0], expected.astype(np.float32))
+    np.testing.assert_array_equal(_plain_ort(model, {"x": x}, ["y"])[0], expected.astype(np.float32))
 
 
 def test_cast_to_int4_known_values():
@@ -354,7 +353,7 @@ def test_cast_to_float8_follows_the_cast_tables(to, saturate, opset):
     fmax = grid[last]
     plain = np.abs(x) < fmax
     np.testing.assert_array_equal(got[plain], _reference(model, x)[0][plain])
-    np.testing.assert_array_equal(got[plain], _ort(model, {"x": x}, ["y"])[0][plain])
+    np.testing.assert_array_equal(got[plain], _plain_ort(model, {"x": x}, ["y"])[0][plain])
 
 
 # ---- float8 E8M0 --------------------------------------------------------------------------------
@@ -425,7 +424,7 @@ def test_quantize_saturates_to_the_small_range(np_type, lo, hi):
     np.testing.assert_array_equal(values, ref_q.astype(np.int64))
     np.testing.assert_allclose(y.numpy(), ref_y, rtol=1e-6)
     if np_type in (ml_dtypes.int4, ml_dtypes.uint4):
-        np.testing.assert_allclose(y.numpy(), _ort(model, {"x": x}, ["y"])[0], rtol=1e-6)
+        np.testing.assert_allclose(y.numpy(), _plain_ort(model, {"x": x}, ["y"])[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("to", [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2, TensorProto.FLOAT4E2M1])

@@ -8,21 +8,14 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import torch
+from helpers import frozen_book_dnn
 
 import graphdnn as gd
 from graphdnn import layers, nn
 from graphdnn.draw import draw, render_png, render_svg, scope_graph
-from graphdnn.recipes import default_dnn
 from graphdnn.summary import summary, summary_data, variable_records, variable_tree
 
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-def _book_dnn() -> gd.Graph:
-    torch.manual_seed(0)
-    dnn = default_dnn(784, 10, (300, 100, 50))
-    gd.freeze(dnn.graph, "hidden[12]")
-    return dnn.graph
 
 
 def _resnet_like(blocks: int = 4) -> gd.Graph:
@@ -45,7 +38,7 @@ def _resnet_like(blocks: int = 4) -> gd.Graph:
 
 
 def test_summary_rows_and_totals_of_the_book_dnn() -> None:
-    g = _book_dnn()
+    g = frozen_book_dnn()
     data = summary_data(g)
     rows = {r["scope"]: r for r in data["rows"]}
     assert rows["dnn/hidden1"]["params"] == 784 * 300 and rows["dnn/hidden1"]["status"] == "frozen"
@@ -64,7 +57,7 @@ def test_summary_rows_and_totals_of_the_book_dnn() -> None:
 
 
 def test_summary_of_a_compiled_module_and_of_a_plain_torch_module() -> None:
-    g = _book_dnn()
+    g = frozen_book_dnn()
     model = gd.compile(g, inputs=["X"], outputs=["dnn/hidden2/Elu:0"])
     scopes = [r["scope"] for r in summary_data(model)["rows"]]
     assert scopes == ["X", "dnn/hidden1", "dnn/hidden1/batch_normalization", "dnn/hidden2",
@@ -77,14 +70,14 @@ def test_summary_of_a_compiled_module_and_of_a_plain_torch_module() -> None:
 
 
 def test_variable_tree_groups_by_scope() -> None:
-    tree = variable_tree(variable_records(_book_dnn()))
+    tree = variable_tree(variable_records(frozen_book_dnn()))
     lines = tree.splitlines()
     assert lines[0].startswith("hidden1/") and "frozen" in lines[0]
     assert any(line.strip().startswith("kernel") and "(784, 300)" in line and "235,200" in line for line in lines)
 
 
 def test_scope_graph_collapses_and_breaks_cycles() -> None:
-    g = _book_dnn()
+    g = frozen_book_dnn()
     boxes, edges = scope_graph(g, depth=2)
     assert {"X", "dnn/hidden1", "dnn/hidden2", "dnn/outputs"} <= set(boxes)
     assert boxes["dnn/hidden1"].status == "frozen" and boxes["dnn/hidden3"].status == ""
@@ -134,7 +127,7 @@ def test_svg_is_valid_xml_with_escaped_names(tmp_path: Path) -> None:
 
 
 def test_png_rasterization(tmp_path: Path) -> None:
-    g = _book_dnn()
+    g = frozen_book_dnn()
     pixels = render_png(g, depth=2)
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
     frozen_blue = np.all(pixels == (215, 232, 251), axis=2).sum()

@@ -24,7 +24,7 @@ from graphdnn.graph import Graph, Tensor
 __all__ = ["LAYERS", "KerasLayer", "supported_layers", "translates"]
 
 _TORCH = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "int64": torch.int64, "int32": torch.int32}
+          "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
 Translator = Callable[["KerasLayer", list[Tensor]], "Tensor | list[Tensor]"]
 #: Keras layer class name -> translator.
 LAYERS: dict[str, Translator] = {}
@@ -60,7 +60,8 @@ class KerasLayer:
 
     def __init__(self, graph: Graph, cls: str, config: dict[str, Any], weights: dict[str, np.ndarray],
                  path: str | None = None, scope: str | None = None, used: set[str] | None = None,
-                 kwargs: dict[str, Any] | None = None, cache: dict[str, Tensor] | None = None):
+                 kwargs: dict[str, Any] | None = None, cache: dict[str, Tensor] | None = None,
+                 masks: list[Tensor | None] | None = None):
         self.g, self.cls, self.cfg = graph, cls, config
         self.name = str(config["name"])
         self.path = path or self.name
@@ -69,6 +70,14 @@ class KerasLayer:
         self.used = used if used is not None else set()
         self.kwargs = kwargs or {}
         self.cache = cache if cache is not None else {}
+        #: The Keras masks (bool ``(batch, time)``) of the inputs, one per input (None: unmasked).
+        self.masks: list[Tensor | None] = list(masks or [])
+        #: Output masks a translator sets when it computes them (Embedding, Masking); None: Keras's rule.
+        self.out_masks: list[Tensor | None] | None = None
+
+    def mask(self, i: int = 0) -> Tensor | None:
+        """The Keras mask of input ``i`` (None when it has none)."""
+        return self.masks[i] if i < len(self.masks) else None
 
     def where(self) -> str:
         return f"layer {self.path!r} ({self.cls})"
@@ -79,7 +88,7 @@ class KerasLayer:
         cfg = dict(spec["config"])
         cfg["name"] = name or cfg["name"]
         return KerasLayer(self.g, spec["class_name"], cfg, self.weights, f"{self.path}/{cfg['name']}", self.scope,
-                          self.used, cache=self.cache)
+                          self.used, cache=self.cache, masks=self.masks)
 
     def op(self, op_type: str, inputs: list[Any], attrs: dict[str, Any] | None = None, name: str | None = None,
            outputs: int | None = None, domain: str = "") -> Any:

@@ -1,6 +1,10 @@
 """MultiHeadAttention (Keras's EinsumDense projections, Keras-named ``mha/query/kernel``...), Attention
-(dot and concat scores, ``use_scale``) and AdditiveAttention; ``use_causal_mask`` supported, attention
-masks and masked inputs refused."""
+(dot and concat scores, ``use_scale``) and AdditiveAttention, with ``use_causal_mask`` and Keras masks.
+
+The masks are Keras's: for MultiHeadAttention the query's, value's and key's masks (the inputs' Keras masks,
+or ``query_mask``/``value_mask``/``key_mask``) and ``attention_mask`` are ANDed into a (batch, Tq, Tv) mask
+and a masked score becomes -1e9 before the softmax; for Attention/AdditiveAttention the value mask (and the
+causal mask) subtracts 1e9 from masked scores and masked query rows of the output are 0."""
 
 from __future__ import annotations
 
@@ -33,9 +37,6 @@ def _probabilities(layer: KerasLayer, scores: Tensor, causal: bool, tq: int, tk:
 
 
 def _kwargs_check(layer: KerasLayer) -> bool:
-    for key in ("attention_mask", "mask", "query_mask", "value_mask", "key_mask"):
-        if layer.kwargs.get(key) is not None:
-            raise layer.unsupported(f"the {key} argument")
     if layer.kwargs.get("return_attention_scores"):
         raise layer.unsupported("return_attention_scores")
     return bool(layer.kwargs.get("use_causal_mask"))
@@ -65,7 +66,11 @@ def multi_head_attention(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
     v = project(value, "value", value_dim)
     q = layer.op("Mul", [q, layer.fconst(1.0 / math.sqrt(key_dim), "scale", q)], name="scale_query")
     scores = layer.op("Einsum", [k, q], {"equation": "aecd,abcd->acbe"}, "scores")
-    probs = _probabilities(layer, scores, causal, int(query.shape[1]), int(key.shape[1]))
+    mask = _mha_mask(layer, query, key, value, causal)
+    if mask is not None:  # Keras's masked softmax: a masked score is replaced by -1e9
+        heads_axis = layer.op("Unsqueeze", [mask, layer.const([1], "heads_axis", "int64")], name="attention_mask")
+        scores = layer.op("Where", [heads_axis, scores, layer.fconst(_NEG, "large_negative", scores)], name="masked")
+    probs = _probabilities(layer, scores, causal and mask is None, int(query.shape[1]), int(key.shape[1]))
     out = layer.op("Einsum", [probs, v], {"equation": "acbe,aecd->abcd"}, "context")
     out_shape = layer.cfg.get("output_shape") or query.shape[-1]
     out_shape = list(out_shape) if isinstance(out_shape, (list, tuple)) else [out_shape]
@@ -75,6 +80,40 @@ def multi_head_attention(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
     kernel = layer.var("attention_output/kernel", (heads, value_dim, out_dim))
     y = layer.op("Einsum", [out, kernel], {"equation": "abcd,cde->abe"}, "attention_output")
     return layer.op("Add", [y, layer.var("attention_output/bias", (out_dim,))], name="output_bias") if bias else y
+
+
+def _bool(layer: KerasLayer, t: Tensor) -> Tensor:
+    return t if t.dtype == "bool" else layer.op("Cast", [t], {"to": 9}, "as_bool")
+
+
+def _mha_mask(layer: KerasLayer, query: Tensor, key: Tensor, value: Tensor, causal: bool) -> Tensor | None:
+    """MultiHeadAttention's (batch, Tq, Tv) boolean mask from the Keras masks, ``attention_mask`` and the
+    causal mask, as Keras's ``_compute_attention_mask`` ANDs them (None when nothing is masked)."""
+    kw = layer.kwargs
+    q_mask = kw.get("query_mask") if isinstance(kw.get("query_mask"), Tensor) else layer.mask(0)
+    v_mask = kw.get("value_mask") if isinstance(kw.get("value_mask"), Tensor) else layer.mask(1)
+    k_mask = kw.get("key_mask") if isinstance(kw.get("key_mask"), Tensor) else layer.mask(2)
+    parts = []
+    if q_mask is not None:
+        parts.append(layer.op("Unsqueeze", [_bool(layer, q_mask), layer.const([-1], "query_axis", "int64")],
+                              name="query_mask"))
+    for m, what in ((v_mask, "value_mask"), (k_mask, "key_mask")):
+        if m is not None:
+            parts.append(layer.op("Unsqueeze", [_bool(layer, m), layer.const([-2], "key_axis", "int64")], name=what))
+    explicit = kw.get("attention_mask")
+    if isinstance(explicit, Tensor):
+        parts.append(_bool(layer, explicit))
+    elif explicit is not None:
+        raise layer.unsupported("an attention_mask that is not a layer output")
+    if not parts:
+        return None
+    if causal:
+        tq, tk = int(query.shape[1]), int(key.shape[1])
+        parts.append(layer.const(np.tril(np.ones((tq, tk), bool)), "causal_mask", "bool"))
+    mask = parts[0]
+    for p in parts[1:]:
+        mask = layer.op("And", [mask, p], name="mask")
+    return mask
 
 
 def _pairwise_tanh(layer: KerasLayer, q: Tensor, k: Tensor, scale: Tensor | None) -> Tensor:
@@ -107,5 +146,17 @@ def attention(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
                           name="scores")
     else:
         raise layer.unsupported(f"score_mode {mode!r}")
-    probs = _probabilities(layer, scores, causal, int(q.shape[1]), int(k.shape[1]))
-    return layer.op("MatMul", [probs, v], name="context")
+    q_mask, v_mask = layer.mask(0), layer.mask(1)
+    if v_mask is not None:  # Keras: a masked score (a masked value, or above the diagonal) loses 1e9
+        keys = layer.op("Unsqueeze", [_bool(layer, v_mask), layer.const([1], "query_axis", "int64")], name="v_mask")
+        if causal:
+            tq, tk = int(q.shape[1]), int(k.shape[1])
+            keys = layer.op("And", [keys, layer.const(np.tril(np.ones((tq, tk), bool)), "causal_mask", "bool")])
+        shifted = layer.op("Sub", [scores, layer.fconst(-_NEG, "max_value", scores)])
+        scores = layer.op("Where", [keys, scores, shifted], name="masked")
+    probs = _probabilities(layer, scores, causal and v_mask is None, int(q.shape[1]), int(k.shape[1]))
+    out = layer.op("MatMul", [probs, v], name="context")
+    if q_mask is not None:  # masked query rows are 0
+        rows = layer.op("Unsqueeze", [_bool(layer, q_mask), layer.const([-1], "row_axis", "int64")], name="q_mask")
+        out = layer.op("Where", [rows, out, layer.fconst(0.0, "zero", out)], name="masked_rows")
+    return out

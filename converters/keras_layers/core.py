@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from graphdnn.converters.keras_layers import KerasLayer, reduce, translates
 
-from graphdnn.graph import Tensor
+from graphdnn.graph import Tensor, ValueInfo
 from graphdnn.ops.registry import GRAPHDNN_DOMAIN
 
 _SIMPLE = {"relu": "Relu", "elu": "Elu", "selu": "Selu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus",
@@ -100,6 +100,8 @@ def einsum_dense(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
 def embedding(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
     table = layer.var("embeddings", (int(layer.cfg["input_dim"]), int(layer.cfg["output_dim"])))
     ids = layer.op("Cast", [xs[0]], {"to": 7}, "ids")  # int64
+    if layer.cfg.get("mask_zero"):  # Keras's mask: the ids that are not 0
+        layer.out_masks = [layer.op("Not", [layer.op("Equal", [ids, layer.const(0, "zero", "int64")])], name="mask")]
     return layer.op("Gather", [table, ids], {"axis": 0}, "embedding_lookup")
 
 
@@ -158,15 +160,93 @@ def dropout(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
 
 @translates("AlphaDropout")
 def alpha_dropout(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
-    """Identity at inference; SELU-preserving alpha dropout in training."""
+    """Identity at inference; in training Keras's SELU-preserving formula: a kept entry becomes ``a x + b``, a
+    dropped one ``a alpha' + b`` (alpha' = -scale * alpha of SELU, ``a = ((1-p)(1 + p alpha'^2))^-1/2``,
+    ``b = -a alpha' p``), which is PyTorch's ``alpha_dropout``."""
+    if layer.cfg.get("noise_shape") is not None:
+        raise layer.unsupported("an AlphaDropout with a noise_shape")
     return layer.op("AlphaDropout", [xs[0]], {"ratio": float(layer.cfg.get("rate", 0.5))}, domain=GRAPHDNN_DOMAIN)
 
 
-@translates("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
-            "ActivityRegularization", "Identity", "Masking")
+@translates("GaussianNoise")
+def gaussian_noise(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
+    """Identity at inference, ``x + N(0, stddev)`` in training."""
+    return layer.op("GaussianNoise", [xs[0]], {"stddev": float(layer.cfg.get("stddev", 0.0))}, domain=GRAPHDNN_DOMAIN)
+
+
+@translates("GaussianDropout")
+def gaussian_dropout(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
+    """Identity at inference, ``x * N(1, sqrt(rate / (1 - rate)))`` in training."""
+    return layer.op("GaussianDropout", [xs[0]], {"ratio": float(layer.cfg.get("rate", 0.5))}, domain=GRAPHDNN_DOMAIN)
+
+
+@translates("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+def spatial_dropout(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
+    """Identity at inference; in training whole channels are dropped (the rest scaled by ``1 / (1 - rate)``):
+    ONNX Dropout on ones of Keras's noise shape (batch, 1, ..., channels), times the input."""
+    x = xs[0]
+    rank = len(x.shape)
+    first = layer.cls != "SpatialDropout1D" and layer.cfg.get("data_format") == "channels_first"
+    keep = [0, 1] if first else [0, rank - 1]  # the axes the noise varies along
+    dims = layer.op("Shape", [x])
+    ones = layer.const(np.ones(rank, np.int64), "ones", "int64")
+    axes = np.zeros(rank, bool)
+    axes[keep] = True
+    noise_shape = layer.op("Where", [layer.const(axes, "noise_axes", "bool"), dims, ones], name="noise_shape")
+    info = ValueInfo(tuple(d if i in keep else 1 for i, d in enumerate(x.shape)), x.dtype)
+    mask = layer.g.add_op("ConstantOfShape", [noise_shape], {"value": {"dtype": str(x.dtype or "float32"),
+                          "shape": [1], "data": [1.0]}}, None, default_name="noise_ones", outputs=[info]).out()
+    rate = float(layer.cfg.get("rate", 0.5))
+    kept = layer.op("Dropout", [mask, layer.fconst(rate, "rate", x)], name="channel_mask")
+    return layer.op("Mul", [x, kept], name="spatial_dropout")
+
+
+@translates("ActivityRegularization", "Identity")
 def identity(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
-    """Layers that are the identity at inference (noise and channel dropout act in training only)."""
+    """Layers that are the identity when imported (an activity regularizer adds to the loss only)."""
     return layer.op("Identity", [xs[0]])
+
+
+@translates("Masking")
+def masking(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
+    """Keras's ``Masking``: a step whose features all equal ``mask_value`` is masked (its mask is False) and
+    set to 0."""
+    x = xs[0]
+    differs = layer.op("Not", [layer.op("Equal", [x, layer.fconst(float(layer.cfg.get("mask_value", 0.0)),
+                                                                    "mask_value", x)])])
+    keep = layer.op("Cast", [reduce(layer, "ReduceMax", layer.op("Cast", [differs], {"to": 1}), [-1], True, "any")],
+                    {"to": 9}, "keep")
+    layer.out_masks = [layer.op("Squeeze", [keep, layer.const([-1], "last_axis", "int64")], name="mask")]
+    return layer.op("Where", [keep, x, layer.fconst(0.0, "zero", x)], name="masked")
+
+
+_LOGIC = {"NotEqual": "Equal", "Equal": "Equal", "LogicalAnd": "And", "LogicalOr": "Or", "LogicalNot": "Not"}
+
+
+@translates(*_LOGIC)
+def logic(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
+    """The ``keras.ops`` comparisons and logic that Keras 3 writes into a functional model to compute masks
+    (``not_equal(ids, 0)`` for ``Embedding(mask_zero=True)``, ``logical_or`` of merged masks)."""
+    if len(xs) != (1 if layer.cls == "LogicalNot" else 2):
+        raise layer.unsupported(f"{layer.cls} of {len(xs)} tensors")
+    if layer.cls in ("NotEqual", "Equal") and xs[0].dtype != xs[1].dtype:
+        xs = [xs[0], layer.op("CastLike", [xs[1], xs[0]], name="operand_cast")]
+    y = layer.op(_LOGIC[layer.cls], xs)
+    return layer.op("Not", [y]) if layer.cls == "NotEqual" else y
+
+
+@translates("Any", "All")
+def any_all(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
+    """``keras.ops.any``/``all`` over ``axis`` (Keras 3 writes ``any(not_equal(x, v), axis=-1)`` for
+    ``Masking``)."""
+    x = xs[0]
+    axis = layer.cfg.get("axis")
+    axes = list(range(len(x.shape))) if axis is None else [int(a) for a in (axis if isinstance(axis, list)
+                                                                            else [axis])]
+    as_int = layer.op("Cast", [x], {"to": 6}, "as_int")
+    y = reduce(layer, "ReduceMax" if layer.cls == "Any" else "ReduceMin", as_int, axes,
+               bool(layer.cfg.get("keepdims", False)))
+    return layer.op("Cast", [y], {"to": 9}, "as_bool")
 
 
 @translates("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")

@@ -39,4 +39,14 @@ def global_pool(layer: KerasLayer, xs: list[Tensor]) -> Tensor:
     rank = len(xs[0].shape)
     axes = list(range(1, rank - 1)) if channels_last(layer) else list(range(2, rank))
     op = "ReduceMax" if "Max" in layer.cls else "ReduceMean"
-    return reduce(layer, op, xs[0], axes, bool(layer.cfg.get("keepdims", False)))
+    keepdims = bool(layer.cfg.get("keepdims", False))
+    mask = layer.mask(0)
+    if mask is not None and op == "ReduceMean" and rank == 3:  # Keras: the mean over the unmasked steps
+        if mask.dtype != "bool":
+            mask = layer.op("Cast", [mask], {"to": 9}, "mask_as_bool")
+        m = layer.op("Unsqueeze", [mask, layer.const([2 if channels_last(layer) else 1], "axes", "int64")])
+        x = layer.op("Where", [m, xs[0], layer.fconst(0.0, "zero", xs[0])], name="masked")
+        total = reduce(layer, "ReduceSum", x, axes, keepdims, "masked_sum")
+        count = reduce(layer, "ReduceSum", layer.op("CastLike", [m, xs[0]]), axes, keepdims, "unmasked_steps")
+        return layer.op("Div", [total, count], name="masked_mean")
+    return reduce(layer, op, xs[0], axes, keepdims)

@@ -22,7 +22,7 @@ from graphdnn.commands._args import add_max_bytes
 from graphdnn.commands._model import Model, open_model, parse_rename
 from graphdnn.errors import GraphDNNError
 from graphdnn.graph import Graph
-from graphdnn.restore import renamer
+from graphdnn.restoring import renamer
 from graphdnn.suggest import did_you_mean
 
 __all__ = ["register", "run"]

@@ -65,9 +65,11 @@ def _torch(graph: Any, feeds: dict[str, np.ndarray], outputs: list[str] | None) 
     import torch
 
     import graphdnn as gd
+    from graphdnn import formats
     from graphdnn.compiler import default_outputs
-    from graphdnn.converters.onnx_export import value_names
     from graphdnn.dtypes import torch_dtype
+
+    value_names = formats.get("onnx").function("value_names")
 
     ins = [graph.get_tensor(n) for n in feeds]
     outs = [graph.get_tensor(n) for n in outputs] if outputs else [graph.get_tensor(r)

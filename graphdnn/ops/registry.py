@@ -17,13 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphdnn.errors import UnknownOpError
+from graphdnn.opset import DEFAULT_OPSET, GRAPHDNN_DOMAIN, MAX_ONNX_OPSET, MIN_ONNX_OPSET, ONNX_DOMAIN
 
-ONNX_DOMAIN = ""
-GRAPHDNN_DOMAIN = "graphdnn"
-#: Opset versions graphdnn writes by default and accepts when reading.
-DEFAULT_OPSET = {ONNX_DOMAIN: 17, GRAPHDNN_DOMAIN: 1}
-MIN_ONNX_OPSET = 1
-MAX_ONNX_OPSET = 28
+__all__ = ["DEFAULT_OPSET", "GRAPHDNN_DOMAIN", "MAX_ONNX_OPSET", "MIN_ONNX_OPSET", "ONNX_DOMAIN", "OpDef", "is_known",
+           "known_ops", "lookup", "register"]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@ clip, sequence_lens, initial states, peepholes, ``layout``).
 
 The common configuration (the default activations, or ``Relu`` for RNN; no clip, ``sequence_lens`` or
 peepholes; GRU with ``linear_before_reset=1``; float32/float64) runs through torch's fused recurrent
-kernels (``torch._VF.lstm``/``gru``/``rnn_*``, what ``nn.LSTM`` & co. call), with ONNX's gate order mapped
-to torch's by index ops that autograd sees, so gradients reach the ONNX ``W``/``R``/``B`` tensors. Every
+kernels (``torch.lstm``/``gru``/``rnn_*``, what ``nn.LSTM`` & co. call), with ONNX's gate order mapped
+to torch's by one row gather per tensor that autograd sees, so gradients reach the ONNX ``W``/``R``/``B``
+tensors; calls that need no gradient reuse the mapped weights while ``W``/``R``/``B`` are unchanged.
+``stacked`` runs several such layers, joined as the exporters join the layers of a multi-layer module, as
+one multi-layer kernel call (``graphdnn.fusion`` plans it). Every
 other configuration unrolls the time loop in Python over the (static) sequence length, so compiled
 code is straight-line torch. Sequences shorter than the padded length (``sequence_lens``) keep their last
 state and produce zeros in ``Y`` past their end; the reverse direction reverses each sequence
@@ -14,6 +17,8 @@ within its own length.
 from __future__ import annotations
 
 import functools
+import weakref
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,67 +100,155 @@ def _fusable(x, tensors, *, activations, defaults, activation_alpha, activation_
         names = [str(a).lower() for a in activations]
         if len(names) % len(defaults) or names != defaults * (len(names) // len(defaults)):
             return False
-    if x.dtype not in _FUSED_DTYPES or 0 in x.shape or x.dim() != 3:
+    dtype, device = x.dtype, x.device
+    if dtype not in _FUSED_DTYPES or x.dim() != 3 or 0 in x.shape:
         return False
-    return all(t is None or (t.dtype == x.dtype and t.device == x.device) for t in tensors)
+    for t in tensors:
+        if t is not None and (t.dtype != dtype or t.device != device):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=64)
-def _gate_rows(order: tuple[int, ...], hidden: int, halves: int, device: torch.device) -> torch.Tensor:
-    """Row indices taking ``halves`` blocks of gates (W's and R's bias halves of B) to torch's gate order."""
+def _gate_rows(order: tuple[int, ...], hidden: int, halves: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Row indices taking ``halves`` blocks of gates (W's and R's bias halves of B) to torch's gate order,
+    and the inverse permutation."""
     gates = len(order)
-    rows = [h * gates * hidden + k * hidden + i for h in range(halves) for k in order for i in range(hidden)]
-    return torch.tensor(rows, dtype=torch.int64, device=device)
+    rows = torch.tensor([h * gates * hidden + k * hidden + i for h in range(halves) for k in order
+                         for i in range(hidden)], dtype=torch.int64)
+    return rows.to(device), torch.argsort(rows).to(device)
 
 
-def _fused(kind, x, w, r, b, initial, *, hidden, num_dir, reverse, mode=""):
-    """``(Y [seq, dirs, batch, H], final states [dirs, batch, H]...)`` from torch's fused kernel for
-    layout-0 ``x`` [seq, batch, I]."""
+class _Gates(torch.autograd.Function):
+    """Layers' ``W``, ``R`` (and ``B``) to the fused kernel's weight list, per layer and direction ``d``:
+    ``W[d]``, ``R[d]`` (and ``B[d]``'s halves), rows in torch's gate order (one row gather each). One autograd
+    node for all of them, whose gradients are gathers by the inverse permutation (``index_select``'s own
+    gradient is a zero fill and a scatter-add). ``tensors``: ``W, R[, B]`` per layer (``B`` with
+    ``bias_rows``)."""
+
+    @staticmethod
+    def forward(ctx: Any, rows: tuple, bias_rows: tuple | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.rows, ctx.bias_rows = rows, bias_rows
+        ctx.dirs, ctx.shapes = tensors[0].shape[0], [t.shape for t in tensors]
+        per = 2 if bias_rows is None else 3
+        out = []
+        for k in range(0, len(tensors), per):
+            w, r = tensors[k], tensors[k + 1]
+            for d in range(ctx.dirs):
+                out += [w[d].index_select(0, rows[0]), r[d].index_select(0, rows[0])]
+                if bias_rows is not None:
+                    out += tensors[k + 2][d].index_select(0, bias_rows[0]).chunk(2)
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple:
+        per = 2 if ctx.bias_rows is None else 4
+        if any(g is None for g in grads):  # an output that the loss does not reach
+            like = next(g for g in grads if g is not None)
+            fill = []
+            for j, g in enumerate(grads):
+                i = j % per
+                shape = ctx.shapes[j // (per * ctx.dirs) * (per - per // 4) + min(i, 2)]
+                fill.append(g if g is not None else like.new_zeros(shape[1:] if i < 2 else (shape[1] // 2,)))
+            grads = tuple(fill)
+        inverse, dirs = ctx.rows[1], ctx.dirs
+        result: list[torch.Tensor | None] = [None, None]
+        for k in range(0, len(grads), per * dirs):
+            g = grads[k : k + per * dirs]
+            if dirs == 1:  # the common case, without per-direction lists
+                result += [g[0].index_select(0, inverse).unsqueeze(0), g[1].index_select(0, inverse).unsqueeze(0)]
+                if per == 4:
+                    result.append(torch.cat(g[2:4]).index_select(0, ctx.bias_rows[1]).unsqueeze(0))
+                continue
+            result += [torch.stack([g[d * per].index_select(0, inverse) for d in range(dirs)]),
+                       torch.stack([g[d * per + 1].index_select(0, inverse) for d in range(dirs)])]
+            if per == 4:
+                result.append(torch.stack([torch.cat(g[d * per + 2 : d * per + 4]).index_select(0, ctx.bias_rows[1])
+                                           for d in range(dirs)]))
+        return tuple(result)
+
+
+def _torch_params(kind, w, r, b, hidden, num_dir, more: tuple = ()) -> list[torch.Tensor]:
+    """The fused kernel's weight list (per direction: W_ih, W_hh[, b_ih, b_hh], torch's gate order) from
+    ONNX's ``W``/``R``/``B``, differentiable back to them; ``more``: further layers' ``(W, R, B)``, whose
+    lists follow in the same autograd node."""
     order = _TORCH_GATES[kind]
-    gates = len(order) if order else 1
-
+    layers = ((w, r, b), *more)
     if order is None:
-        wi, wh = w, r
-    else:  # one row gather per tensor (autograd routes the gradients back to W, R, B in ONNX's order)
-        rows = _gate_rows(tuple(order), hidden, 1, w.device)
-        wi, wh = torch.index_select(w, 1, rows), torch.index_select(r, 1, rows)
-    if b is not None:
-        b = b if order is None else torch.index_select(b, 1, _gate_rows(tuple(order), hidden, 2, b.device))
-        bi, bh = b[:, : gates * hidden], b[:, gates * hidden :]
-    params = []
-    for d in range(num_dir):
-        params += [wi[d], wh[d]] + ([bi[d], bh[d]] if b is not None else [])
+        out = []
+        for w, r, b in layers:
+            parts = [w.unbind(0), r.unbind(0)]
+            if b is not None:
+                bi, bh = b.split(b.shape[1] // 2, dim=1)
+                parts += [bi.unbind(0), bh.unbind(0)]
+            out += [p[d] for d in range(num_dir) for p in parts]
+        return out
+    rows = _gate_rows(tuple(order), hidden, 1, w.device)
+    bias_rows = _gate_rows(tuple(order), hidden, 2, b.device) if b is not None else None
+    return list(_Gates.apply(rows, bias_rows, *(t for layer in layers for t in layer if t is not None)))
+
+
+_PARAMS_CACHE: dict[tuple, tuple[Any, Any, Any, list[torch.Tensor]]] = {}
+_PARAMS_CACHE_ENTRIES = 64
+
+
+def _params(kind, w, r, b, hidden, num_dir) -> list[torch.Tensor]:
+    """``_torch_params``, remembered between calls that need no gradient (inference) while ``W``, ``R``, ``B``
+    are the same live tensors (weak references) at the same in-place version."""
+    if torch.is_grad_enabled() and (w.requires_grad or r.requires_grad or (b is not None and b.requires_grad)):
+        return _torch_params(kind, w, r, b, hidden, num_dir)
+    if w.is_inference() or r.is_inference() or (b is not None and b.is_inference()) or \
+            torch.compiler.is_compiling():  # inference tensors have no version counter
+        return _torch_params(kind, w, r, b, hidden, num_dir)
+    key = (kind, hidden, num_dir, id(w), w._version, id(r), r._version, None if b is None else (id(b), b._version))
+    entry = _PARAMS_CACHE.get(key)
+    if entry is None or entry[0]() is not w or entry[1]() is not r or (b is not None and entry[2]() is not b):
+        with torch.inference_mode(False), torch.no_grad():  # usable by later calls in any mode
+            params = [p.contiguous() for p in _torch_params(kind, w, r, b, hidden, num_dir)]
+        entry = (weakref.ref(w), weakref.ref(r), None if b is None else weakref.ref(b), params)
+        if len(_PARAMS_CACHE) >= _PARAMS_CACHE_ENTRIES:
+            _PARAMS_CACHE.clear()
+        _PARAMS_CACHE[key] = entry
+    return entry[3]
+
+
+def _fused(kind, x, w, r, b, initial, *, hidden_size, direction, layout, mode="") -> tuple[torch.Tensor, ...]:
+    """The op's outputs (``Y`` [seq, dirs, batch, H] or, ``layout`` 1, [batch, seq, dirs, H]; the final states)
+    from torch's fused kernel."""
+    if layout:
+        x = x.transpose(0, 1)
+        initial = [s.transpose(0, 1) if s is not None else None for s in initial]
+    num_dir = 2 if direction == "bidirectional" else 1
+    hidden = hidden_size or r.shape[-1]
+    params = _params(kind, w, r, b, hidden, num_dir)
     seq, batch = x.shape[0], x.shape[1]
     hx = [s.contiguous() if s is not None else x.new_zeros(num_dir, batch, hidden) for s in initial]
+    reverse = direction == "reverse"
     if reverse:
         x = torch.flip(x, dims=[0])
     args = (params, b is not None, 1, 0.0, False, num_dir == 2, False)
     if kind == "LSTM":
-        y, *finals = torch._VF.lstm(x, (hx[0], hx[1]), *args)
+        y, *finals = torch.lstm(x, (hx[0], hx[1]), *args)
     elif kind == "GRU":
-        y, *finals = torch._VF.gru(x, hx[0], *args)
+        y, *finals = torch.gru(x, hx[0], *args)
     else:
-        y, *finals = (torch._VF.rnn_relu if mode == "relu" else torch._VF.rnn_tanh)(x, hx[0], *args)
+        y, *finals = (torch.rnn_relu if mode == "relu" else torch.rnn_tanh)(x, hx[0], *args)
     if reverse:
         y = torch.flip(y, dims=[0])
-    return y.reshape(seq, batch, num_dir, hidden).transpose(1, 2), finals
+    y = y.unsqueeze(1) if num_dir == 1 else y.view(seq, batch, num_dir, hidden).transpose(1, 2)
+    if layout:
+        return (y.permute(2, 0, 1, 3), *(f.transpose(0, 1) for f in finals))
+    return (y, *finals)
 
 
-def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layout, make_step, gates, extra=(),
-               fusable=False, mode=""):
+def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layout, make_step, gates, extra=()):
+    """The op through the Python time loop (any configuration)."""
     if layout:
         x = x.transpose(0, 1)
         initial = [s.transpose(0, 1) if s is not None else None for s in initial]
     num_dir = 2 if direction == "bidirectional" else 1
     batch = x.shape[1]
     hidden = hidden_size or r.shape[-1]
-    if fusable and all(e is None for e in extra):
-        y, finals_t = _fused(kind, x, w, r, b, initial, hidden=hidden, num_dir=num_dir,
-                             reverse=direction == "reverse", mode=mode)
-        if layout:
-            y = y.permute(2, 0, 1, 3)
-            finals_t = [f.transpose(0, 1) for f in finals_t]
-        return (y, *finals_t)
     ys, finals = [], []
     for d in range(num_dir):
         bias = b[d] if b is not None else torch.zeros(2 * gates * hidden, dtype=x.dtype, device=x.device)
@@ -186,23 +279,24 @@ def rnn(
     activation_alpha=None, activation_beta=None, activations=None, clip=None,
     direction: str = "forward", hidden_size: int | None = None, layout: int = 0, _outputs: int = 1,
 ):
+    mode = (activations[0] if activations else "tanh").lower()
+    if mode in ("tanh", "relu") and _fusable(
+            x, (w, r, b, initial_h), activations=activations, defaults=[mode], activation_alpha=activation_alpha,
+            activation_beta=activation_beta, clip=clip, lens=sequence_lens):
+        return _fused("RNN", x, w, r, b, [initial_h], hidden_size=hidden_size, direction=direction, layout=layout,
+                      mode=mode)[:_outputs]
     num_dir = 2 if direction == "bidirectional" else 1
-    acts = _activations(activations, activation_alpha, activation_beta, ["Tanh"], num_dir)
 
     def make_step(d, wd, rd, wb, rb):
-        f = acts[d][0]
+        f = _activations(activations, activation_alpha, activation_beta, ["Tanh"], num_dir)[d][0]
 
         def step(xt, states):
             return (f(_clip(xt @ wd.t() + states[0] @ rd.t() + wb + rb, clip)),)
 
         return step
 
-    mode = (activations[0] if activations else "tanh").lower()
-    fusable = mode in ("tanh", "relu") and _fusable(
-        x, (w, r, b, initial_h), activations=activations, defaults=[mode], activation_alpha=activation_alpha,
-        activation_beta=activation_beta, clip=clip, lens=sequence_lens)
     outs = _recurrent("RNN", x, w, r, b, sequence_lens, [initial_h], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=1, fusable=fusable, mode=mode)
+                      direction=direction, layout=layout, make_step=make_step, gates=1)
     return outs[:_outputs]
 
 
@@ -214,11 +308,15 @@ def gru(
     linear_before_reset: int = 0, _outputs: int = 1,
 ):
     """Gate order z, r, h (update, reset, hidden)."""
+    if linear_before_reset and _fusable(
+            x, (w, r, b, initial_h), activations=activations, defaults=["sigmoid", "tanh"],
+            activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens):
+        return _fused("GRU", x, w, r, b, [initial_h], hidden_size=hidden_size, direction=direction,
+                      layout=layout)[:_outputs]
     num_dir = 2 if direction == "bidirectional" else 1
-    acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh"], num_dir)
 
     def make_step(d, wd, rd, wb, rb):
-        f, g = acts[d]
+        f, g = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh"], num_dir)[d]
         wz, wr, wh = torch.chunk(wd, 3)
         rz, rr, rh = torch.chunk(rd, 3)
         wbz, wbr, wbh = torch.chunk(wb, 3)
@@ -236,11 +334,8 @@ def gru(
 
         return step
 
-    fusable = bool(linear_before_reset) and _fusable(
-        x, (w, r, b, initial_h), activations=activations, defaults=["sigmoid", "tanh"],
-        activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens)
     outs = _recurrent("GRU", x, w, r, b, sequence_lens, [initial_h], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=3, fusable=fusable)
+                      direction=direction, layout=layout, make_step=make_step, gates=3)
     return outs[:_outputs]
 
 
@@ -252,11 +347,16 @@ def lstm(
     _outputs: int = 1,
 ):
     """Gate order i, o, f, c; peepholes P = [Pi, Po, Pf]. Outputs Y, Y_h, Y_c."""
+    if not input_forget and p is None and _fusable(
+            x, (w, r, b, initial_h, initial_c), activations=activations, defaults=["sigmoid", "tanh", "tanh"],
+            activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens):
+        return _fused("LSTM", x, w, r, b, [initial_h, initial_c], hidden_size=hidden_size, direction=direction,
+                      layout=layout)[:_outputs]
     num_dir = 2 if direction == "bidirectional" else 1
-    acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh", "Tanh"], num_dir)
 
     def make_step(d, wd, rd, wb, rb, pd):
-        f, g, h_act = acts[d]
+        f, g, h_act = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh", "Tanh"],
+                                   num_dir)[d]
         bias = wb + rb
         if pd is not None:
             pi, po, pf = torch.chunk(pd, 3)
@@ -279,10 +379,53 @@ def lstm(
 
         return step
 
-    fusable = not input_forget and p is None and _fusable(
-        x, (w, r, b, initial_h, initial_c), activations=activations, defaults=["sigmoid", "tanh", "tanh"],
-        activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens)
     outs = _recurrent("LSTM", x, w, r, b, sequence_lens, [initial_h, initial_c], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=4, extra=(p,),
-                      fusable=fusable)
+                      direction=direction, layout=layout, make_step=make_step, gates=4, extra=(p,))
     return outs[:_outputs]
+
+
+def stacked(x: torch.Tensor, *tensors: torch.Tensor, kind: str, layers: int, bias: bool, states: tuple[bool, ...],
+            hidden: int, direction: str = "forward", mode: str = "") -> torch.Tensor:
+    """``layers`` ONNX ``kind`` ops of one configuration (layout 0, default activations or ``mode`` for RNN, no
+    clip, ``sequence_lens`` or peepholes), each reading the previous one's ``Y`` with its directions merged
+    ([seq, batch, dirs * H]), as one multi-layer call of torch's fused kernel; returns the last layer's ``Y``
+    [seq, dirs, batch, H]. ``tensors``: each layer's ``W``, ``R`` (and ``B`` with ``bias``), then the initial
+    states given, layer by layer (``states``: for each layer and state, whether it is given). Gradients reach
+    every layer's ``W``/``R``/``B`` as they do through the ops one by one."""
+    per = 3 if bias else 2
+    slots = 2 if kind == "LSTM" else 1
+    given = iter(tensors[layers * per :])
+    initial = [[next(given) if states[k * slots + i] else None for i in range(slots)] for k in range(layers)]
+    weights = [(tensors[k * per], tensors[k * per + 1], tensors[k * per + 2] if bias else None) for k in range(layers)]
+    num_dir = 2 if direction == "bidirectional" else 1
+    if not _fusable(x, tensors, activations=None, defaults=[], activation_alpha=None, activation_beta=None, clip=None,
+                    lens=None):  # e.g. an empty batch: the ops one by one
+        op = {"LSTM": lstm, "GRU": gru, "RNN": rnn}[kind]
+        extra: dict[str, Any] = {"GRU": {"linear_before_reset": 1}, "RNN": {"activations": [mode] * num_dir}}.get(
+            kind, {})
+        y = x
+        for k, (w, r, b) in enumerate(weights):
+            if k:
+                y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], num_dir * y.shape[3])
+            y = op(y, w, r, b, None, *initial[k], hidden_size=hidden, direction=direction, **extra)[0]
+        return y
+    if torch.is_grad_enabled() and any(t.requires_grad for layer in weights for t in layer if t is not None):
+        params = _torch_params(kind, *weights[0], hidden, num_dir, more=tuple(weights[1:]))
+    else:
+        params = [p for w, r, b in weights for p in _params(kind, w, r, b, hidden, num_dir)]
+    batch = x.shape[1]
+    hx = []
+    for i in range(slots):
+        parts = [s[i] for s in initial]
+        if all(p is None for p in parts):
+            hx.append(x.new_zeros(layers * num_dir, batch, hidden))
+        else:
+            hx.append(torch.cat([p if p is not None else x.new_zeros(num_dir, batch, hidden) for p in parts]))
+    args = (params, bias, layers, 0.0, False, num_dir == 2, False)
+    if kind == "LSTM":
+        y = torch.lstm(x, (hx[0], hx[1]), *args)[0]
+    elif kind == "GRU":
+        y = torch.gru(x, hx[0], *args)[0]
+    else:
+        y = (torch.rnn_relu if mode == "relu" else torch.rnn_tanh)(x, hx[0], *args)[0]
+    return y.unsqueeze(1) if num_dir == 1 else y.view(x.shape[0], batch, num_dir, hidden).transpose(1, 2)

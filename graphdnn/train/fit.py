@@ -6,9 +6,10 @@ compiled graph's L1/L2 penalties and max-norm constraints are applied by equival
 (see :mod:`graphdnn.train.hooks`). Training steps run in ``model.train()`` mode, validation and prediction in
 ``model.eval()``; each function puts the model back in the mode it found it in.
 
-Reading order: :func:`fit` sets a run up; :class:`_TrainStep` is one optimizer step; :func:`_train_epoch`
-is one pass over the batches (per-batch values stay on the device until the epoch ends);
-:class:`_EpochEnd` validates, schedules, records, stops early and calls the epoch-end callbacks.
+Reading order: :func:`fit` sets a run up (data, optimizer, schedule, early stopping); :func:`_train` runs
+its epochs; :class:`_TrainStep` is one optimizer step; :func:`_train_epoch` is one pass over the batches
+(per-batch values stay on the device until the epoch ends); :class:`_EpochEnd` validates, schedules,
+records, stops early and calls the epoch-end callbacks.
 """
 
 from __future__ import annotations
@@ -167,10 +168,7 @@ def fit(
     training batches, "val_loss" and "val_<metric>" (data loss only, eval mode), and "lr", the first param
     group's learning rate at the start of the epoch.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if schedule_interval not in ("batch", "epoch"):
-        raise ValueError(f"schedule_interval must be 'batch' or 'epoch', got {schedule_interval!r}")
+    _check_arguments(epochs, schedule_interval)
     if verbose is not None:
         progress = progress and verbose > 0
     if validation_split:
@@ -186,13 +184,7 @@ def fit(
     loss_fn = get_loss(loss)
     metric_fns = [get_metric(m) for m in metrics]
     output = resolve_output(model, output)
-
-    if isinstance(optimizer, Optimizer):
-        if lr is not None or optimizer_kwargs:
-            raise ValueError("lr and optimizer_kwargs apply to an optimizer given by name, not an instance")
-        opt = optimizer
-    else:
-        opt = make_optimizer(optimizer, model.parameters(), lr, **dict(optimizer_kwargs or {}))
+    opt = _optimizer(model, optimizer, lr, optimizer_kwargs)
     scheduler = _make_schedule(schedule, opt)
     default_monitor = "val_loss" if validation_data is not None else "loss"
     stopper = _make_early_stopping(early_stopping, default_monitor)
@@ -207,7 +199,6 @@ def fit(
                        stopper.monitor if stopper is not None else default_monitor, validation_data,
                        loss_fn, metric_fns, max(batch_size, 256), output, callbacks, run)
 
-    history = History()
     rng_seed = seed if run is None or seed is None else seed + run.rank  # own dropout masks per rank
     with _kept_mode(model), _rng_scope(rng_seed, device):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -217,21 +208,47 @@ def fit(
             raise InputError(_NO_LABELS)
         if run is not None:
             batches = run.shard(batches)
-        batch_end = [hook for hook in (getattr(cb, "on_batch_end", None) for cb in callbacks) if callable(hook)]
-        _call(callbacks, "on_train_begin", {"model": model, "optimizer": opt})
-        for epoch in range(1, epochs + 1):
-            epoch_lr = float(opt.param_groups[0]["lr"])
-            _call(callbacks, "on_epoch_begin", epoch, {})
-            bar = ProgressBar(_safe_len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
-            logs = _train_epoch(step, batches, bar, batch_scheduler, batch_end)
-            if ending(epoch, logs, epoch_lr, history, bar):
-                history.stopped_early = True
-                break
-        if stopper is not None:
-            history.best_epoch = stopper.best_epoch if stopper.best_epoch >= 1 else None
-            if stopper.restore_best:
-                stopper.restore(model)
-        _call(callbacks, "on_train_end", {"history": history})
+        return _train(step, ending, batches, epochs, batch_scheduler, callbacks, stopper, progress)
+
+
+def _check_arguments(epochs: int, schedule_interval: str) -> None:
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if schedule_interval not in ("batch", "epoch"):
+        raise ValueError(f"schedule_interval must be 'batch' or 'epoch', got {schedule_interval!r}")
+
+
+def _optimizer(model: nn.Module, optimizer: str | Optimizer, lr: float | None,
+               optimizer_kwargs: Mapping[str, Any] | None) -> Optimizer:
+    """``optimizer`` itself (an instance takes no ``lr``/``optimizer_kwargs``), or one made by name."""
+    if isinstance(optimizer, Optimizer):
+        if lr is not None or optimizer_kwargs:
+            raise ValueError("lr and optimizer_kwargs apply to an optimizer given by name, not an instance")
+        return optimizer
+    return make_optimizer(optimizer, model.parameters(), lr, **dict(optimizer_kwargs or {}))
+
+
+def _train(step: _TrainStep, ending: _EpochEnd, batches: Iterable[Any], epochs: int, batch_scheduler: Any,
+           callbacks: Sequence[Any], stopper: EarlyStopping | None, progress: bool) -> History:
+    """The epochs of a run: the train-begin callbacks, per epoch a training pass (:func:`_train_epoch`) and its
+    end (:class:`_EpochEnd`), then the best weights back (early stopping) and the train-end callbacks."""
+    history = History()
+    model, opt = step.model, step.opt
+    batch_end = [hook for hook in (getattr(cb, "on_batch_end", None) for cb in callbacks) if callable(hook)]
+    _call(callbacks, "on_train_begin", {"model": model, "optimizer": opt})
+    for epoch in range(1, epochs + 1):
+        epoch_lr = float(opt.param_groups[0]["lr"])
+        _call(callbacks, "on_epoch_begin", epoch, {})
+        bar = ProgressBar(_safe_len(batches), f"epoch {epoch}/{epochs}", enabled=progress)
+        logs = _train_epoch(step, batches, bar, batch_scheduler, batch_end)
+        if ending(epoch, logs, epoch_lr, history, bar):
+            history.stopped_early = True
+            break
+    if stopper is not None:
+        history.best_epoch = stopper.best_epoch if stopper.best_epoch >= 1 else None
+        if stopper.restore_best:
+            stopper.restore(model)
+    _call(callbacks, "on_train_end", {"history": history})
     return history
 
 

@@ -61,7 +61,7 @@ def _parameters(params: Any, scope: str | None) -> Any:
 
     if isinstance(params, Graph) or hasattr(params, "source_graph"):
         from graphdnn.errors import GraphError
-        from graphdnn.freeze import _hint, _split, trainable_parameters
+        from graphdnn.freezing import _hint, _split, trainable_parameters
 
         kept = trainable_parameters(params, scope)
         if not kept:

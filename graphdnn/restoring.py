@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from graphdnn import formats, graph_hooks
 from graphdnn.dtypes import dtype_name, torch_dtype
 from graphdnn.errors import GraphError, RestoreError
 from graphdnn.graph import Graph
@@ -106,14 +107,6 @@ class MappingSource:
             yield name, _as_tensor(v, name)
 
 
-def _is_tf_checkpoint(path: Path) -> bool:
-    if path.suffix == ".meta" or path.name.endswith((".keras", ".h5", ".hdf5", ".onnx")):
-        return False
-    from graphdnn.converters.tf_checkpoint import is_tf_checkpoint
-
-    return is_tf_checkpoint(path)
-
-
 def as_source(source: Any) -> tuple[TensorSource, str]:
     """A ``TensorSource`` and a label for anything ``restore`` accepts as a source."""
     if isinstance(source, (str, os.PathLike)):
@@ -122,11 +115,9 @@ def as_source(source: Any) -> tuple[TensorSource, str]:
             from graphdnn.checkpoint import TensorFile
 
             return TensorFile(path), str(path)
-        if (path.name.lower().endswith((".pt", ".pth", ".bin", ".npz")) or (path / "config.json").is_file()
-                or _is_tf_checkpoint(path)):  # (a folder with config.json: Hugging Face save_pretrained)
-            from graphdnn.converters.named_tensors import read_named_tensors
-
-            return read_named_tensors(path), str(path)
+        read_tensors = formats.tensor_reader(path)  # weights-only files, Hugging Face folders, TF checkpoints
+        if read_tensors is not None:
+            return read_tensors(path), str(path)
         from graphdnn.loading import load
 
         return MappingSource(load(path).values, str(path)), str(path)
@@ -541,3 +532,5 @@ def _check(report: RestoreReport, strict: bool, skip_mismatched: bool) -> None:
 
 __all__ = ["LazyTensor", "MappingSource", "RestoreReport", "TensorSource", "as_source", "initialize", "match_names",
            "restore"]
+
+graph_hooks.install(graph_hooks.INITIALIZE, initialize)  # Graph.from_json(initialize=True)

@@ -1,16 +1,31 @@
-"""Run test cases isolated in forked workers: a per-case time limit (SIGALRM), and a worker that
-crashes is replaced, its case reported as ``crash``, so one bad case never stops a run."""
+"""Tools for checking and measuring graphdnn, shared by its test suite and its benchmarks.
+
+* ``run_isolated``: run cases in forked workers with a per-case time limit (SIGALRM); a worker that
+  crashes is replaced and its case reported as ``crash``, so one bad case never stops a run (the ONNX
+  conformance runners in ``graphdnn.converters.onnx_conformance`` and ``onnx_node_cases`` use it).
+* ``interleaved_times``, ``bootstrap_median_ci``, ``ci_verdict``: timing comparisons on shared, noisy
+  machines: rounds in a balanced changing order, a bootstrap confidence interval of the median ratio and
+  its verdict.
+"""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from graphdnn.errors import InputError
+
+__all__ = ["bootstrap_median_ci", "ci_verdict", "describe_exception", "interleaved_times", "run_isolated"]
+
+#: ``run_one(i) -> (status, message)`` for case ``i``.
 RunOne = Callable[[int], tuple[str, str]]
 
 
@@ -101,3 +116,57 @@ def run_isolated(count: int, run_one: RunOne, *, jobs: int = 1, timeout: float =
     for p, _ in workers:
         p.join(timeout=1.0)
     return [results[i] for i in range(count)]
+
+
+def interleaved_times(fns: Mapping[str, Callable[[], Any]], repeats: int, inner: int = 1, warmup: int = 3,
+                      seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each function, one value per round.
+
+    Each round times ``inner`` calls of every function back to back. The order changes every round: each block
+    of ``len(fns)!`` rounds runs through all orders, shuffled (plain shuffles beyond 4 functions), so running
+    first, or right after a given function, is spread evenly over the functions.
+    """
+    names = list(fns)
+    rng = np.random.default_rng(seed)
+    all_orders = list(itertools.permutations(names)) if len(names) <= 4 else None
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in names}
+    block: list[tuple[str, ...]] = []
+    for _ in range(repeats):
+        if all_orders is None:
+            order = tuple(names[i] for i in rng.permutation(len(names)))
+        else:
+            if not block:
+                block = [all_orders[i] for i in rng.permutation(len(all_orders))]
+            order = block.pop()
+        for name in order:
+            fn = fns[name]
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - start) / inner)
+    return times
+
+
+def bootstrap_median_ci(values: Sequence[float], n_resamples: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of ``values`` (fixed seed, so reproducible)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise InputError(f"bootstrap_median_ci needs a non-empty 1-d sequence of values, got shape {arr.shape}")
+    rng = np.random.default_rng(seed)
+    medians = np.median(arr[rng.integers(0, arr.size, size=(n_resamples, arr.size))], axis=1)
+    tail = (1.0 - level) / 2
+    lo, hi = np.quantile(medians, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def ci_verdict(lo: float, hi: float, ref: float = 1.0) -> str:
+    """Verdict on a time ratio ours/baseline from its CI: 'faster', 'slower' or 'equal within noise'."""
+    if hi < ref:
+        return "faster"
+    if lo > ref:
+        return "slower"
+    return "equal within noise"

@@ -33,8 +33,8 @@ forward pass on the fuzzer's inputs: reported, not a failure), and the failures 
 exception: type, message, traceback tail and the case id to reproduce), ``memory`` (the budget overrun: a
 ``MemoryError`` under the cap), ``timeout`` and ``crash`` (the worker died: signal or exit code).
 
-    python benchmarks/fuzz_loaders.py --cases 300 --json fuzz.json
-    python benchmarks/fuzz_loaders.py --reproduce onnx_gen:17 --seed 0     # rerun one case in-process
+    python tests/fuzz_loaders.py --cases 300 --json fuzz.json
+    python tests/fuzz_loaders.py --reproduce onnx_gen:17 --seed 0     # rerun one case in-process
 """
 
 from __future__ import annotations

@@ -1,0 +1,92 @@
+"""Compiled modules read their variables through properties: every way of changing a variable shows."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+import graphdnn as gd
+from graphdnn import layers, nn
+
+
+def _model():
+    torch.manual_seed(0)
+    g = gd.Graph("slots")
+    x = g.placeholder("X", (None, 4))
+    with g.name_scope("net"):
+        h = layers.dense(x, 3, activation=nn.relu, name="d1")
+        out = layers.dense(h, 2, name="d2")
+    return g, gd.compile(g, inputs=[x], outputs=[out])
+
+
+def _reference(module, x):
+    """The same computation written by hand from the module's current parameters."""
+    p = dict(module.named_parameters())
+    h = F.relu(x @ p["d1.kernel"] + p["d1.bias"])
+    return h @ p["d2.kernel"] + p["d2.bias"]
+
+
+def test_reads_follow_every_kind_of_change():
+    _, m = _model()
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(m(x), _reference(m, x))
+    m.d1.kernel = torch.nn.Parameter(torch.full((4, 3), 0.5))                 # nn.Module.__setattr__
+    torch.testing.assert_close(m(x), _reference(m, x))
+    m.d2._parameters["bias"] = torch.nn.Parameter(torch.tensor([1.0, -1.0]))   # the dict itself
+    torch.testing.assert_close(m(x), _reference(m, x))
+    m.load_state_dict({k: torch.randn_like(v) for k, v in m.state_dict().items()})
+    torch.testing.assert_close(m(x), _reference(m, x))
+    m.double()
+    torch.testing.assert_close(m(x.double()), _reference(m, x.double()))
+
+
+def test_deleting_and_plain_attributes_behave_as_on_a_module():
+    _, m = _model()
+    del m.d1.kernel
+    with pytest.raises(AttributeError, match="kernel"):
+        m(torch.randn(2, 4))
+    m.d1.kernel = 3  # no longer a parameter: a plain attribute, as nn.Module would store it
+    assert m.d1.kernel == 3 and "kernel" not in m.d1._parameters
+    del m.d1.kernel
+    with pytest.raises(AttributeError):
+        del m.d1.kernel
+    m.d1.register_parameter("kernel", None)
+    assert m.d1.kernel is None
+
+
+def test_copies_parametrizations_and_torch_compile():
+    _, m = _model()
+    x = torch.randn(3, 4)
+    clone = copy.deepcopy(m)
+    with torch.no_grad():
+        clone.d1.kernel.zero_()
+    torch.testing.assert_close(clone(x), _reference(clone, x))
+    torch.testing.assert_close(m(x), _reference(m, x))                      # the original kept its values
+    restored = pickle.loads(pickle.dumps(m))
+    torch.testing.assert_close(restored(x), m(x))
+    scope = pickle.loads(pickle.dumps(m.d1))                                 # a scope alone: a plain module
+    assert type(scope) is torch.nn.Module and torch.equal(scope.kernel, m.d1.kernel)
+    parametrize.register_parametrization(m.d2, "kernel", _Doubled())
+    p = dict(m.named_parameters())
+    h = F.relu(x @ p["d1.kernel"] + p["d1.bias"])
+    torch.testing.assert_close(m(x), h @ (2 * p["d2.parametrizations.kernel.original"]) + p["d2.bias"])
+    compiled = torch.compile(copy.deepcopy(clone), backend="aot_eager")
+    torch.testing.assert_close(compiled(x), clone(x))
+
+
+def test_names_the_class_defines_are_left_alone():
+    g = gd.Graph("clash")
+    x = g.placeholder("X", (None, 2))
+    w = g.variable("train/kernel", value=torch.eye(2))  # "train" is an nn.Module method
+    y = nn.matmul(x, w)
+    m = gd.compile(g, inputs=[x], outputs=[y])
+    assert callable(m.train) and m.train(False) is m and not m.training
+    torch.testing.assert_close(m(torch.ones(1, 2)), torch.ones(1, 2))
+
+
+class _Doubled(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
