@@ -1,7 +1,8 @@
 """Reading Keras files safely: the ``.keras`` zip (in memory, sizes checked first) and HDF5 weights.
 
 ``read_keras_file(path)`` returns the model config (None for weights-only files) and the weights per
-layer name, in Keras's order, for the three formats Keras writes:
+layer name, in Keras's order, for the three formats Keras writes, named by Keras 3's ``Variable.path``
+(a nested functional model's layers by their own names, a nested Sequential's under its name; see ``KerasFile``):
 
 * Keras 3 ``.keras``: a zip of ``config.json`` + ``model.weights.h5``; archive members' declared sizes
   and compression ratios are checked before anything is decompressed (no zip bombs);
@@ -130,10 +131,42 @@ def weight_names(class_hint: str, count: int) -> list[str]:
 
 class KerasFile:
     """A decoded Keras file: ``config`` (or None), ``weights``: top-level layer name -> [(Keras weight path,
-    array)] in Keras's order, the paths being Keras 3's ``Variable.path`` (``lstm/lstm_cell/kernel``)."""
+    array)] in Keras's order, the paths being Keras 3's ``Variable.path`` (``lstm/lstm_cell/kernel``).
+
+    The layers of a nested functional model are named by their own names (``proj/kernel``, as Keras 3 names
+    them), those of a nested Sequential under its name (``seq/d1/kernel``). ``aliases`` maps the scoped name
+    of such a weight (``encoder/proj/kernel``: every enclosing model's name) to its name in ``weights``;
+    ``scoped`` lists the weights that keep their scoped name because an earlier weight has their Keras path
+    (two nested models holding layers of the same name)."""
 
     def __init__(self, path: str, config: dict[str, Any] | None, weights: dict[str, list[tuple[str, np.ndarray]]]):
         self.path, self.config, self.weights = path, config, weights
+        self.aliases: dict[str, str] = dict(getattr(weights, "aliases", {}))
+        self.scoped: list[str] = list(getattr(weights, "scoped", []))
+
+
+class _Named(dict):
+    """Weights by top-level layer (``KerasFile.weights``), with the scoped names of nested models' weights."""
+
+    aliases: dict[str, str]
+    scoped: list[str]
+
+
+def _by_keras_path(entries: list[tuple[str, str, str, np.ndarray]]) -> _Named:
+    """Weights named by their Keras paths from (top-level layer, scoped name, Keras path, array) in Keras's
+    order; a weight whose Keras path an earlier one has keeps its scoped name."""
+    out = _Named()
+    out.aliases, out.scoped = {}, []
+    taken: set[str] = set()
+    for top, scoped, kpath, arr in entries:
+        name = kpath if kpath not in taken else scoped
+        if name != kpath:
+            out.scoped.append(scoped)
+        taken.add(name)
+        if scoped != name:
+            out.aliases[scoped] = name
+        out.setdefault(top, []).append((name, arr))
+    return out
 
 
 def _h5py() -> Any:
@@ -308,18 +341,27 @@ def _sublayer(cls: str | None, cfg: dict[str, Any] | None, key: str, name: str) 
     return guess, None
 
 
+def _saved_order(key: str) -> tuple[str, int]:
+    """Keras numbers the groups of layers of one class in the order it saves them (``dense``, ``dense_1``...
+    ``dense_10``)."""
+    match = _AUTO_NAME.search(key)
+    return (key[:match.start()], int(key[match.start() + 1:])) if match else (key, -1)
+
+
 def _keras3_weights(root: Any, where: str, config: dict[str, Any] | None = None
                     ) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Keras 3 positional weights (``layers/<key>/vars/<i>``, sublayers nested under their attribute
     name), named ``<layer>/<sublayer>/<variable>`` as Keras's ``Variable.path``: layer names come from
     the ``vars`` groups' ``name`` attributes, variable names from the layer classes (from ``config``
     when there is one, else from the group keys, which Keras derives from the class names)."""
-    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    entries: list[tuple[str, str, str, np.ndarray]] = []
     classes = _layer_classes(config)
     h5py = _h5py()
     seen: set[Any] = set()
 
-    def visit(group: Any, names: list[str], cls: str | None, cfg: Any, top: bool) -> None:
+    def visit(group: Any, names: list[str], cls: str | None, cfg: Any, top: bool, keras: list[str]) -> None:
+        """``names``: the scoped path of the group's layer; ``keras``: its Keras path prefix (a nested
+        functional model's layers have none, a nested Sequential's are under its name)."""
         if group.id in seen or len(seen) > _MAX_GROUPS:
             raise FileFormatError(f"{where}: group {group.name} is reached twice (a link cycle) or the file holds "
                                   f"over {_MAX_GROUPS} groups; not a Keras weights file")
@@ -329,13 +371,14 @@ def _keras3_weights(root: Any, where: str, config: dict[str, Any] | None = None
         if top and name is not None and name in classes:
             cls, cfg = classes[name]
         path = names + ([name] if name is not None else [])
+        kpath = keras + ([name] if name is not None else [])
         if vars_ is not None and len(vars_):
             if not path:
                 raise FileFormatError(f"{where}: weights {vars_.name} belong to no named layer")
             arrays = [_array(_child(vars_, str(i), where), where) for i in range(len(vars_))]
             leaves = var_names(cls, cfg, len(arrays), f"{where}: {vars_.name} (layer {'/'.join(path)!r})")
-            entries = out.setdefault(path[0], [])
-            entries.extend(("/".join(path + [leaf]), arr) for leaf, arr in zip(leaves, arrays))
+            entries.extend((path[0], "/".join(path + [leaf]), "/".join(kpath + [leaf]), arr)
+                           for leaf, arr in zip(leaves, arrays))
         for key in group:
             if key == "vars":
                 continue
@@ -343,21 +386,29 @@ def _keras3_weights(root: Any, where: str, config: dict[str, Any] | None = None
             if not isinstance(child, h5py.Group):
                 continue
             if key == "layers":  # a nested model's layers: <model>/<layer>/<variable>
-                for sub in child:
+                # Keras keys a model's group by its class: a Sequential builds its layers in its name scope
+                inner = kpath[-1:] if _AUTO_NAME.sub("", Path(group.name).name) == "sequential" else []
+                for sub in sorted(child, key=_saved_order):
                     node = _child(child, sub, where)
                     if isinstance(node, h5py.Group):
-                        visit(node, path, _SNAKE.get(_AUTO_NAME.sub("", sub)), None, True)
+                        visit(node, path, _SNAKE.get(_AUTO_NAME.sub("", sub)), None, True, inner)
                 continue
             sub_name = _attr_text(child["vars"].attrs.get("name", key)) if _has(child, "vars") else key
             sub_cls, sub_cfg = _sublayer(cls, cfg if config is not None else None, key, sub_name)
-            visit(child, path, sub_cls, sub_cfg, False)
+            visit(child, path, sub_cls, sub_cfg, False, kpath)
 
     if _has(root, "layers"):
         layers = _child(root, "layers", where)
-        for key in layers:
+        for key in sorted(layers, key=_saved_order):
             node = _child(layers, key, where)
             if isinstance(node, h5py.Group):
-                visit(node, [], _SNAKE.get(_AUTO_NAME.sub("", key)), None, True)
+                visit(node, [], _SNAKE.get(_AUTO_NAME.sub("", key)), None, True, [])
+    body = config.get("config") if isinstance(config, dict) else None
+    tops = [(layer.get("config") or {}).get("name") for layer in (body.get("layers") if isinstance(body, dict) else
+                                                                   None) or [] if isinstance(layer, dict)]
+    order = {name: i for i, name in enumerate(tops) if isinstance(name, str)}
+    entries.sort(key=lambda e: order.get(e[0], len(order)))  # Keras's order: the config's (which path is kept)
+    out = _by_keras_path(entries)
     _check_unique(out, where)
     return out
 
@@ -480,13 +531,41 @@ def _check_unique(weights: dict[str, list[tuple[str, np.ndarray]]], where: str) 
                               "name (a damaged or hand-edited file?)")
 
 
-def _legacy_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarray]]]:
+def _nested_layers(config: dict[str, Any] | None) -> dict[str, list[tuple[str, str]]]:
+    """Top-level nested model name -> (Keras path, scoped path) of each layer inside it, at any depth: a
+    functional model's layers have their own names as Keras paths, a Sequential's are under its name."""
+    out: dict[str, list[tuple[str, str]]] = {}
+
+    def visit(spec: Any, top: str, scoped: str, keras: str) -> None:
+        body = spec.get("config") if isinstance(spec, dict) else None
+        layers = body.get("layers") if isinstance(body, dict) else None
+        if not isinstance(layers, list):
+            out.setdefault(top, []).append((keras, scoped))
+            return
+        inner = f"{keras.rsplit('/', 1)[-1]}/" if spec.get("class_name") == "Sequential" else ""
+        for layer in layers:
+            name = layer.get("config", {}).get("name") if isinstance(layer, dict) else None
+            if isinstance(name, str):
+                visit(layer, top, f"{scoped}/{name}", inner + name)
+
+    body = config.get("config") if isinstance(config, dict) else None
+    for layer in (body.get("layers") if isinstance(body, dict) else None) or []:
+        name = layer.get("config", {}).get("name") if isinstance(layer, dict) else None
+        if isinstance(name, str) and isinstance(layer.get("config", {}).get("layers"), list):
+            visit(layer, name, name, name)
+    return out
+
+
+def _legacy_weights(root: Any, where: str, config: dict[str, Any] | None = None, keras3: bool = False
+                    ) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Legacy ``.h5`` weights, named by their full ``weight_names`` (``mha/query/kernel``, the ``:0``
-    suffix of Keras 2 files dropped), prefixed with the layer name where Keras 2 left it out."""
-    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    suffix of Keras 2 files dropped), prefixed with the layer name where Keras 2 left it out. Keras 3
+    writes ``Variable.path`` there (a nested functional model's ``proj/kernel``): kept as it is, its scoped
+    name (``encoder/proj/kernel``, from the config) an alias."""
+    nested = _nested_layers(config) if keras3 else {}
+    entries: list[tuple[str, str, str, np.ndarray]] = []
     for layer in [_attr_text(n) for n in root.attrs.get("layer_names", [])]:
         group = _child(root, layer, where)
-        arrays = []
         for wname in [_attr_text(n) for n in group.attrs.get("weight_names", [])]:
             node = group
             for part in wname.split("/"):
@@ -495,9 +574,13 @@ def _legacy_weights(root: Any, where: str) -> dict[str, list[tuple[str, np.ndarr
             if parts[0] != layer and layer in parts[1:-1]:  # a Sequential's weights: <model>/<layer>/<var>
                 parts = parts[parts.index(layer, 1):]
             path = "/".join(parts if parts[0] == layer else [layer, *parts])
-            arrays.append((path, _array(node, where)))
-        if arrays:
-            out[layer] = arrays
+            kpath = "/".join(parts) if layer in nested else path
+            known = [(k, sp) for k, sp in nested.get(layer, []) if kpath.startswith(k + "/")]
+            if known:  # the scoped name of a nested model's weight: its layer's path in the config
+                k, sp = max(known, key=lambda e: len(e[0]))
+                path = sp + kpath[len(k):]
+            entries.append((layer, path, kpath, _array(node, where)))
+    out = _by_keras_path(entries)
     _check_unique(out, where)
     return out
 
@@ -511,10 +594,11 @@ def _h5_weights(f: Any, where: str, config: dict[str, Any] | None = None, keras2
             raise FileFormatError(f"{where}: model_config is not valid JSON ({exc})") from None
         if not isinstance(config, dict):
             raise FileFormatError(f"{where}: model_config holds a {type(config).__name__}, not a model config object")
+    keras3 = _attr_text(f.attrs.get("keras_version", "")).startswith("3.")
     if _has(f, "model_weights"):
-        return config, _legacy_weights(_child(f, "model_weights", where), where)
+        return config, _legacy_weights(_child(f, "model_weights", where), where, config, keras3)
     if "layer_names" in f.attrs:
-        return config, _legacy_weights(f, where)
+        return config, _legacy_weights(f, where, config, keras3)
     if keras2 and config is not None:
         return config, _keras2_weights(f, where, config)
     return config, _keras3_weights(f, where, config)

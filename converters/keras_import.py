@@ -11,8 +11,11 @@ op gives ``Conv`` its OIHW view. BatchNormalization keeps Keras's momentum and e
 
 Each layer class is one translator in ``converters/keras_layers/`` (``supported_layers()`` lists them).
 Variables are named by Keras's ``Variable.path`` (``lstm/lstm_cell/kernel``, ``mha/query/kernel``,
-``td/dense/kernel``; a nested model's ``stem/stem_conv/kernel``); layout changes (ONNX's LSTM gate order,
-conv kernels) are ops in the graph. A layer called on numbers (``x + 3.0`` in a functional model) gets
+``td/dense/kernel``; a nested functional model's layers by their own names, ``proj/kernel``, its scoped
+``encoder/proj/kernel`` an alias in ``graph.aliases``; a nested Sequential's under its name, ``seq/d1/kernel``;
+when two nested models' layers share a name, the later weights keep their scoped names, with a warning and
+``graph.meta["keras_import"]["scoped_names"]``); layout changes (ONNX's LSTM gate order, conv kernels) are ops
+in the graph. A layer called on numbers (``x + 3.0`` in a functional model) gets
 them as constants. Shared layers and nested models called several times build each call on one
 weight set. Keras masks (``Embedding(mask_zero=True)``, ``Masking``) flow as Keras's ``compute_mask`` does
 and reach the recurrent, attention and masked-average translators. Refused with an error: a mask reaching a
@@ -25,6 +28,7 @@ an existing graph whose layer scopes carry the Keras layer names, converting lay
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,7 +211,10 @@ def _unsupported(config: dict[str, Any]) -> list[str]:
 class _Context:
     def __init__(self, kfile: KerasFile, graph: Graph, current: list[str]):
         self.path, self.graph, self.current = kfile.path, graph, current
-        self.weights = {path: arr for entries in kfile.weights.values() for path, arr in entries}
+        scoped = {name: path for path, name in kfile.aliases.items()}
+        #: Weights by scoped name (``encoder/proj/kernel``); ``names`` gives the variable names that differ.
+        self.weights = {scoped.get(path, path): arr for entries in kfile.weights.values() for path, arr in entries}
+        self.names = dict(kfile.aliases)
         self.used: set[str] = set()
         self.variables: dict[str, Tensor] = {}  # Keras path -> variable, shared by a shared layer's calls
 
@@ -334,7 +341,7 @@ def _build_call(ctx: _Context, state: _Calls, spec: dict[str, Any], k: int, pref
                 result, _, out_masks = _build_layers(ctx, spec, xs, path + "/", in_masks, alias + "/")
             else:
                 layer = KerasLayer(graph, cls, cfg, ctx.weights, path=path, scope=path, used=ctx.used, kwargs=call,
-                                   cache=ctx.variables, masks=in_masks)
+                                   cache=ctx.variables, masks=in_masks, names=ctx.names)
                 result = LAYERS[cls](layer, xs)
                 out_masks = _output_masks(layer, in_masks)
     except GraphError as exc:
@@ -429,9 +436,16 @@ def _build_keras_graph(kfile: KerasFile, current: list[str]) -> Graph:
                               "used by the layers the config describes; graphdnn drops no weight")
     out_names = [t.name for t in outs]
     layers = _plan(kfile.config)[0]
+    for scoped, name in ctx.names.items():  # a nested model's weight: its scoped name reaches the variable too
+        if name in graph.nx and scoped not in graph.nx:
+            graph.aliases[scoped] = name
     graph.meta["keras_import"] = {"source": kfile.path, "model": kfile.config.get("class_name"), "inputs": inputs,
                                   "outputs": out_names,
                                   "layers": [_naming_spec(s) for s in layers if s["config"]["name"] in kfile.weights]}
+    if kfile.scoped:
+        graph.meta["keras_import"]["scoped_names"] = list(kfile.scoped)
+        warnings.warn(f"{kfile.path}: nested models hold layers of the same name, so Keras gives weights "
+                      f"{kfile.scoped[:8]} the path of an earlier weight; they keep these scoped names", stacklevel=3)
     graph.signature = {"inputs": [graph.get_tensor(n).name for n in inputs], "outputs": out_names}
     return graph
 
@@ -481,9 +495,13 @@ def load_keras_weights(graph: Graph | Any, path: str | os.PathLike, *, strict: b
         kfile = read_keras_file(path, {"class_name": "Functional", "config": {"layers": layers}} if layers else None)
     names = [op.name for op in g.variables()]
     mapping: dict[str, np.ndarray] = {}
+    known = set(names)
+    scoped_of = {name: path for path, name in kfile.aliases.items()}
     for layer, ws in kfile.weights.items():
         scoped = [n for n in names if n.startswith(layer + "/") and "/" not in n[len(layer) + 1:]]
         for i, (wpath, arr) in enumerate(ws):
-            key = wpath if wpath in names or i >= len(scoped) else scoped[i]
+            if wpath not in known and scoped_of.get(wpath) in known:  # a graph naming it by its scoped name
+                wpath = scoped_of[wpath]
+            key = wpath if wpath in known or i >= len(scoped) else scoped[i]
             mapping[key] = arr
     return load_weights(graph, mapping, framework="keras", strict=strict)

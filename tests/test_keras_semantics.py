@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from graphdnn.converters.keras_import import load_keras
+from graphdnn.converters.keras_import import keras_named_tensors, load_keras, load_keras_weights
 
 import graphdnn as gd
 from graphdnn.errors import UnknownOpError
@@ -47,9 +47,7 @@ def test_outputs_and_intermediates_match_keras(name):
         np.testing.assert_allclose(got[i], z[f"output:{i}"], atol=1e-5, err_msg=f"output {i} ({meta['outputs'][i]})")
     for probe, value in zip(probes, got[n_out:]):
         np.testing.assert_allclose(value, z[f"layer:{probe}"], atol=1e-5, err_msg=probe)
-    nested = {"proj", "enc_lstm"}  # the layers of the nested model: their variables are under its name
-    weights = {("encoder/" if k.split("/")[0] in nested else "") + k: z[f"weight:{k}"]
-               for k in (f[len("weight:"):] for f in z.files if f.startswith("weight:"))}
+    weights = {k: z[f"weight:{k}"] for k in (f[len("weight:"):] for f in z.files if f.startswith("weight:"))}
     assert set(weights) == {op.name for op in graph.variables()}  # one variable per Keras weight, shared calls too
     for path, value in weights.items():
         assert np.array_equal(graph.values[path].detach().numpy(), value), path
@@ -126,7 +124,9 @@ def test_a_stateful_recurrent_layer_is_refused(tmp_path):
 
 def test_a_nested_model_called_twice_shares_one_weight_set():
     graph = load_keras(SEMANTICS / "nested_states.keras")
-    assert {"encoder/proj/kernel", "encoder/enc_lstm/lstm_cell/kernel"} <= {op.name for op in graph.variables()}
+    # Keras names a nested functional model's variables by its layers alone; the scoped names reach them too
+    assert {"proj/kernel", "enc_lstm/lstm_cell/kernel"} <= {op.name for op in graph.variables()}
+    assert graph.get_tensor("encoder/proj/kernel").name == graph.get_tensor("proj/kernel").name
     first, second = graph.get_tensor("encoder"), graph.get_tensor("encoder_1")
     assert first.name.startswith("encoder/") and second.name.startswith("encoder_1/")
     assert graph.get_tensor("encoder_1/proj").name.startswith("encoder_1/proj/")
@@ -139,6 +139,86 @@ def test_a_nested_model_called_twice_shares_one_weight_set():
     with torch.no_grad():
         a, b = module(feeds[0], feeds[0])
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------- nested models' weight paths
+def _keras_paths():
+    """Keras's ``Variable.path`` of each weight of ``nested_paths`` (in ``model.weights`` order) and its value;
+    the second of two weights sharing a path (two nested models each holding a ``proj`` layer) is named by
+    its scoped name ``other/proj/...``."""
+    z = _expected("nested_paths")
+    paths = [str(p) for p in z["paths"]]
+    names = [f"other/{p}" if p in paths[:i] else p for i, p in enumerate(paths)]
+    return {name: z[f"weight_{i}"] for i, name in enumerate(names)}, paths
+
+
+#: The scoped names (every enclosing model's name) of nested models' weights, aliases of their Keras paths.
+SCOPED = {"encoder/proj/kernel": "proj/kernel", "mid/inner/deep/bias": "deep/bias",
+          "mid/mid_dense/kernel": "mid_dense/kernel", "mid/iseq/sd/kernel": "iseq/sd/kernel"}
+
+
+def test_nested_paths_fixture_holds_keras_paths():
+    _, paths = _keras_paths()
+    # a nested functional model's layers keep their own names (called twice: one weight set), a nested
+    # Sequential's are under its name, at any depth
+    assert paths == ["pre/kernel", "pre/bias", "proj/kernel", "proj/bias", "seq/d1/kernel", "seq/d1/bias",
+                     "seq/d2/kernel", "seq/d2/bias", "deep/kernel", "deep/bias", "mid_dense/kernel", "mid_dense/bias",
+                     "iseq/sd/kernel", "iseq/sd/bias", "proj/kernel", "proj/bias"]
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_nested_model_variables_are_named_by_keras_paths(suffix):
+    expected, _ = _keras_paths()
+    with pytest.warns(UserWarning, match=r"other/proj/kernel"):
+        graph = load_keras(SEMANTICS / f"nested_paths{suffix}")
+    assert sorted(op.name for op in graph.variables()) == sorted(expected)
+    for name, value in expected.items():
+        assert np.array_equal(graph.values[name].detach().numpy(), value), name
+    assert graph.meta["keras_import"]["scoped_names"] == ["other/proj/kernel", "other/proj/bias"]
+    for scoped, path in SCOPED.items():  # the scoped names reach the same variables
+        assert graph.get_tensor(scoped).name == graph.get_tensor(path).name, scoped
+        assert graph.get_operation(scoped).name == path
+    z = _expected("nested_paths")
+    with torch.no_grad():
+        got = gd.compile(graph).eval()(*_feeds(graph, z))
+    np.testing.assert_allclose(got.numpy(), z["output:0"], atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", ".weights.h5"])
+def test_every_reader_names_nested_weights_alike(suffix):
+    expected, _ = _keras_paths()
+    tensors = keras_named_tensors(SEMANTICS / f"nested_paths{suffix}")
+    assert sorted(tensors.names()) == sorted(expected)
+    for name, value in expected.items():
+        assert np.array_equal(tensors.read_one(name).numpy(), value), name
+
+
+def test_weights_file_loads_into_an_imported_graph_by_keras_paths():
+    expected, _ = _keras_paths()
+    with pytest.warns(UserWarning):
+        graph = load_keras(SEMANTICS / "nested_paths.keras")
+    with torch.no_grad():
+        for op in graph.variables():
+            graph.values[op.name].zero_()
+    report = load_keras_weights(graph, SEMANTICS / "nested_paths.weights.h5")
+    assert sorted(report.matched) == sorted(expected) and not report.missing and not report.unexpected
+    for name, value in expected.items():
+        assert np.array_equal(graph.values[name].detach().numpy(), value), name
+
+
+def test_weights_load_into_a_graph_using_the_scoped_names():
+    """A graph whose variables carry the nested models' scoped names (as graphdnn named them before) still
+    receives the weights."""
+    expected, _ = _keras_paths()
+    with pytest.warns(UserWarning):
+        graph = load_keras(SEMANTICS / "nested_paths.keras")
+    graph.rename_ops({path: scoped for scoped, path in SCOPED.items()})
+    with torch.no_grad():
+        for op in graph.variables():
+            graph.values[op.name].zero_()
+    load_keras_weights(graph, SEMANTICS / "nested_paths.weights.h5")
+    for scoped, path in SCOPED.items():
+        assert np.array_equal(graph.values[scoped].detach().numpy(), expected[path]), scoped
 
 
 @pytest.mark.parametrize("name", ["masked_rnn", "masked_attention", "nested_states"])

@@ -61,8 +61,11 @@ class KerasLayer:
     def __init__(self, graph: Graph, cls: str, config: dict[str, Any], weights: dict[str, np.ndarray],
                  path: str | None = None, scope: str | None = None, used: set[str] | None = None,
                  kwargs: dict[str, Any] | None = None, cache: dict[str, Tensor] | None = None,
-                 masks: list[Tensor | None] | None = None):
+                 masks: list[Tensor | None] | None = None, names: dict[str, str] | None = None):
         self.g, self.cls, self.cfg = graph, cls, config
+        #: Variable names that differ from the weight's key in ``weights`` (a nested functional model's
+        #: ``encoder/proj/kernel`` is Keras's ``proj/kernel``).
+        self.names = names if names is not None else {}
         self.name = str(config["name"])
         self.path = path or self.name
         self.scope = scope or self.name
@@ -88,7 +91,7 @@ class KerasLayer:
         cfg = dict(spec["config"])
         cfg["name"] = name or cfg["name"]
         return KerasLayer(self.g, spec["class_name"], cfg, self.weights, f"{self.path}/{cfg['name']}", self.scope,
-                          self.used, cache=self.cache, masks=self.masks)
+                          self.used, cache=self.cache, masks=self.masks, names=self.names)
 
     def op(self, op_type: str, inputs: list[Any], attrs: dict[str, Any] | None = None, name: str | None = None,
            outputs: int | None = None, domain: str = "") -> Any:
@@ -117,7 +120,7 @@ class KerasLayer:
         self.used.add(full)
         if full in self.cache:  # a shared layer's later call
             return self.cache[full]
-        self.cache[full] = self.g.variable(full[len(self.scope) + 1:], value=value,
+        self.cache[full] = self.g.variable(self.names.get(full, full), value=value, scoped=False,
                                            trainable=trainable and bool(self.cfg.get("trainable", True)),
                                            layout=layout)
         return self.cache[full]
