@@ -20,8 +20,9 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import cramjam
+import google_crc32c
 import numpy as np
-from graphdnn.converters.crc32c import crc32c, mask, unmask
 from graphdnn.converters.tf_proto import (
     BundleEntry,
     BundleHeader,
@@ -130,56 +131,38 @@ def is_tf_checkpoint(path: str | os.PathLike[str]) -> bool:
 
 
 # ======================================================================================= table format
+_MASK_DELTA = 0xA282EAD8
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data``; pass a previous result as ``crc`` to extend it over more data."""
+    return google_crc32c.extend(crc, data)
+
+
+def mask(crc: int) -> int:
+    """LevelDB/TensorFlow checksum masking: rotate right by 15 bits and add a constant."""
+    crc &= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def unmask(masked: int) -> int:
+    """Inverse of :func:`mask`."""
+    rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
 def _snappy_decompress(src: bytes, limit: int) -> bytes:
-    """Decode one raw snappy block; refuses to produce more than ``limit`` bytes."""
-    n = len(src)
-    expected, pos = read_varint(src, 0, n)
+    """Decode one raw snappy block; refuses blocks that claim more than ``limit`` bytes before decoding them."""
+    expected, _ = read_varint(src, 0, len(src))  # the block's leading varint: its decoded length
     if expected > limit:
         raise ValueError(f"snappy block claims {expected} bytes, more than the {limit} allowed")
-    out = bytearray()
-    while pos < n:
-        tag = src[pos]
-        pos += 1
-        kind = tag & 3
-        if kind == 0:  # literal
-            length = tag >> 2
-            if length >= 60:
-                extra = length - 59
-                if pos + extra > n:
-                    raise ValueError("truncated snappy literal length")
-                length = int.from_bytes(src[pos : pos + extra], "little")
-                pos += extra
-            length += 1
-            if pos + length > n:
-                raise ValueError("truncated snappy literal")
-            out += src[pos : pos + length]
-            pos += length
-        else:
-            if kind == 1:
-                if pos + 1 > n:
-                    raise ValueError("truncated snappy copy")
-                length = 4 + ((tag >> 2) & 7)
-                offset = ((tag >> 5) << 8) | src[pos]
-                pos += 1
-            else:
-                width = 2 if kind == 2 else 4
-                if pos + width > n:
-                    raise ValueError("truncated snappy copy")
-                length = 1 + (tag >> 2)
-                offset = int.from_bytes(src[pos : pos + width], "little")
-                pos += width
-            if offset == 0 or offset > len(out):
-                raise ValueError("snappy copy offset outside the output")
-            start = len(out) - offset
-            while length > 0:  # copies may overlap their own output
-                piece = out[start : start + min(length, offset)]
-                out += piece
-                length -= len(piece)
-        if len(out) > expected:
-            raise ValueError("snappy block longer than its declared size")
+    try:
+        out = bytes(cramjam.snappy.decompress_raw(src))
+    except cramjam.DecompressionError as exc:
+        raise ValueError(f"corrupted snappy block ({exc})") from None
     if len(out) != expected:
         raise ValueError(f"snappy block decoded to {len(out)} bytes, expected {expected}")
-    return bytes(out)
+    return out
 
 
 def _block_handle(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from graphdnn.errors import FileFormatError, ResourceLimitError
+from graphdnn.errors import FileFormatError, InputError, ResourceLimitError
 
 __all__ = ["FACTOR", "FLOOR", "PY_ELEMENT_BYTES", "LoadBudget", "charge", "charge_tensor", "compile_scope", "current",
            "load_scope", "remember", "tensor_bytes"]
@@ -60,7 +60,7 @@ class LoadBudget:
 
     def __init__(self, source: str, source_bytes: int = 0, max_bytes: int | None = None) -> None:
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
-            raise ValueError(f"max_bytes must be a non-negative number of bytes, not {max_bytes!r}")
+            raise InputError(f"max_bytes must be a non-negative number of bytes, not {max_bytes!r}")
         self.source = source
         self.source_bytes = max(0, int(source_bytes))
         self.max_bytes = max_bytes

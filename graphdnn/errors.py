@@ -117,3 +117,20 @@ class ExternalReferenceError(FileFormatError):
 class ResourceLimitError(GraphDNNError):
     """Loading a file would allocate more memory than its load's budget allows (``graphdnn.budget``);
     the message names the tensor or op, the size and the budget, and how to raise it (``max_bytes=``)."""
+
+
+class ArgumentTypeError(GraphDNNError, TypeError):
+    """An argument, attribute or input of the wrong kind: the message names it, the type it got and the types
+    accepted."""
+
+
+class UnknownNameError(GraphDNNError, KeyError):
+    """A name that is not there: a metric to monitor that the logs lack, a history key never recorded; the
+    message lists the names that are there."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class OutOfRangeError(GraphDNNError, IndexError):
+    """An index (a sequence position, a feature id) outside the range its tensor or sequence holds."""

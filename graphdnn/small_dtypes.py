@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from graphdnn.errors import ArgumentTypeError, GraphError
+
 __all__ = ["SMALL_DTYPES", "clone", "decode", "encode", "int_range", "is_small", "storage"]
 
 
@@ -95,7 +97,7 @@ def _small_int_range(info: SmallType) -> tuple[int, int]:
         return -(1 << (info.bits - 1)), (1 << (info.bits - 1)) - 1
     if info.kind == "uint":
         return 0, (1 << info.bits) - 1
-    raise TypeError(f"{info.name} is not an integer type")
+    raise ArgumentTypeError(f"{info.name} is not an integer type")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def _encode_float4(x: torch.Tensor) -> torch.Tensor:
 
 def _encode_e8m0(x: torch.Tensor, saturate: int, round_mode: str) -> torch.Tensor:
     if round_mode not in ("up", "down", "nearest"):
-        raise ValueError(f"Cast: round_mode must be 'up', 'down' or 'nearest', not {round_mode!r}")
+        raise GraphError(f"Cast: round_mode must be 'up', 'down' or 'nearest', not {round_mode!r}")
     a = x.to(torch.float64).abs()  # exact for every float source; float32 subnormals become normal
     mant, exp = torch.frexp(a)  # a = mant * 2**exp, mant in [0.5, 1)
     e = (exp - 1).to(torch.int64)  # a = m * 2**e with m in [1, 2)

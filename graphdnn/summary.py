@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from graphdnn.dtypes import dtype_name
+from graphdnn.errors import ArgumentTypeError
 from graphdnn.graph import Graph, Op, needed_ops
 from graphdnn.names import graph_name, split_tensor_name
 
@@ -146,7 +147,7 @@ def variable_records(obj: Any) -> list[VariableRecord]:
     elif isinstance(obj, torch.nn.Module):
         items = ((graph_name(k), v) for k, v in obj.state_dict().items())
     else:
-        raise TypeError(f"cannot describe the variables of a {type(obj).__name__}")
+        raise ArgumentTypeError(f"cannot describe the variables of a {type(obj).__name__}")
     for name, value in items:
         t = torch.as_tensor(value)
         records.append(VariableRecord(name, list(t.shape), dtype_name(t.dtype), t.numel(),
@@ -227,7 +228,7 @@ def summary_data(obj: Any, depth: int | None = None) -> dict[str, Any]:
     if found is None:
         if isinstance(obj, torch.nn.Module):
             return _module_data(obj, depth)
-        raise TypeError(f"summary() takes a Graph, a compiled module or an nn.Module, not {type(obj).__name__}")
+        raise ArgumentTypeError(f"summary() takes a Graph, a compiled module or an nn.Module, not {type(obj).__name__}")
     graph, ops, names = found
     rows: dict[str, SummaryRow] = {}
     groups: dict[str, str] = {}

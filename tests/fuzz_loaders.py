@@ -618,7 +618,7 @@ def _encode_header(h: Any) -> bytes:
 
 def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
     """A LevelDB table with one uncompressed data block (a restart point at every entry)."""
-    from graphdnn.converters.crc32c import crc32c, mask
+    from graphdnn.converters.tf_checkpoint import crc32c, mask
 
     def block(items: list[tuple[bytes, bytes]]) -> bytes:
         body, restarts = bytearray(), []

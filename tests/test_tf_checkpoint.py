@@ -17,18 +17,20 @@ import pytest
 from _protowire import len_field as _field
 from _protowire import varint as _varint
 from _protowire import varint_field as _vfield
-from graphdnn.converters.crc32c import _update_bytes, crc32c, mask, masked_crc32c, unmask
 from graphdnn.converters.tf_checkpoint import (
     TABLE_MAGIC,
     TFCheckpointReader,
     _block_entries,
     _read_table,
     _snappy_decompress,
+    crc32c,
     is_optimizer_slot,
     is_tf_checkpoint,
     list_variables,
+    mask,
     read_tf_checkpoint,
     resolve_checkpoint_prefix,
+    unmask,
 )
 
 from graphdnn.errors import FileFormatError
@@ -67,20 +69,30 @@ def test_crc32c_known_vectors() -> None:
     assert crc32c(bytes(range(32))) == 0x46DD794E
 
 
-@pytest.mark.parametrize("n", [8191, 8192, 8193, 65536 + 13, 300_007])
-def test_crc32c_vectorized_path_matches_byte_loop(n: int) -> None:
+def _crc32c_bitwise(data: bytes) -> int:
+    # the definition: reflected CRC with the Castagnoli polynomial, initial value and final xor all ones
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000, 4099])
+def test_crc32c_matches_the_bitwise_definition_and_extends(n: int) -> None:
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
-    reference = _update_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    reference = _crc32c_bitwise(data)
     assert crc32c(data) == reference
     cut = n // 3
     assert crc32c(data[cut:], crc32c(data[:cut])) == reference
-    assert crc32c(memoryview(data)) == reference
 
 
 def test_mask_roundtrip() -> None:
     for value in (0, 1, 0xFFFFFFFF, 0xE3069283, 0x12345678):
         assert unmask(mask(value)) == value
-    assert masked_crc32c(b"abc") == mask(crc32c(b"abc"))
+    # LevelDB: rotate right by 15 bits, add 0xa282ead8
+    assert mask(0x12345678) == (((0x12345678 >> 15) | (0x12345678 << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 # ------------------------------------------------------------------------------ real TF checkpoints
@@ -382,7 +394,7 @@ def _float_bundle(tmp_path: Path, snappy: bool = False) -> tuple[str, dict[str, 
     data, tensors = bytearray(), {}
     for name, arr in arrays.items():
         raw = arr.tobytes()
-        tensors[name] = _entry(1, arr.shape, len(data), len(raw), masked_crc32c(raw))
+        tensors[name] = _entry(1, arr.shape, len(data), len(raw), mask(crc32c(raw)))
         data += raw
     return _write_bundle(tmp_path, tensors, bytes(data), snappy), arrays
 
@@ -409,8 +421,23 @@ def test_snappy_decoder_on_real_snappy_output() -> None:
         _snappy_decompress(compressed, 100)  # refuses to grow past the limit
     with pytest.raises(ValueError):
         _snappy_decompress(compressed[:-3], 10_000)
-    with pytest.raises(ValueError, match="offset"):
+    with pytest.raises(ValueError, match="corrupted snappy"):
         _snappy_decompress(_varint(8) + bytes([1 | (3 << 2), 5]), 100)  # copy before any output
+    with pytest.raises(ValueError):
+        _snappy_decompress(_varint(3) + bytes([(9 << 2)]) + b"0123456789", 100)  # more output than claimed
+    with pytest.raises(ValueError, match="claims"):  # refused from the header, before any decoding
+        _snappy_decompress(_varint(1 << 40) + bytes([1 | (3 << 2), 5]), 10_000)
+
+
+def test_hostile_snappy_index_block_is_a_file_format_error(tmp_path: Path) -> None:
+    # a well-checksummed index block whose snappy header claims a terabyte
+    payload = _varint(1 << 40) + b"\x00x"
+    data = payload + b"\x01" + struct.pack("<I", mask(crc32c(b"\x01", crc32c(payload))))
+    handles = _varint(0) + _varint(0) + _varint(0) + _varint(len(payload))
+    index = tmp_path / "model.ckpt.index"
+    index.write_bytes(data + handles + bytes(40 - len(handles)) + struct.pack("<Q", TABLE_MAGIC))
+    with pytest.raises(FileFormatError, match=r"model\.ckpt\.index.*claims 1099511627776 bytes"):
+        TFCheckpointReader(str(tmp_path / "model.ckpt"))
 
 
 @pytest.mark.parametrize(

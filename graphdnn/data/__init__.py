@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graphdnn.errors import CorruptFileError, InputError
+
 __all__ = ["DIGITS_PATH", "load_digits"]
 
 DIGITS_PATH = Path(__file__).with_name("digits.npz")
@@ -20,7 +22,7 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
         images = archive["images"]
         labels = archive["labels"]
     if images.shape != (1797, 8, 8) or labels.shape != (1797,):
-        raise ValueError(f"{DIGITS_PATH}: unexpected shapes {images.shape} and {labels.shape}")
+        raise CorruptFileError(f"{DIGITS_PATH}: unexpected shapes {images.shape} and {labels.shape}")
     return images, labels
 
 
@@ -34,7 +36,7 @@ def load_digits(
     ``seed``, holding out ``round(test_fraction * n)`` samples; otherwise ``(x, y)`` in the original order.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     images, labels = _read_digits()
     x = images.astype(np.float32) / np.float32(16.0)
     x = x.reshape(len(x), 64) if flat else x.reshape(len(x), 1, 8, 8)

@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from graphdnn.errors import GraphError
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import dtype_from_onnx
 
@@ -168,10 +169,10 @@ def tensor_scatter(
     along ``axis`` (never the batch axis 0) for every ``s < update.shape[axis]``; write indices default to 0
     and wrap modulo the cache length in ``circular`` mode."""
     if mode not in ("linear", "circular"):
-        raise ValueError(f"TensorScatter: mode must be 'linear' or 'circular', not {mode!r}")
+        raise GraphError(f"TensorScatter: mode must be 'linear' or 'circular', not {mode!r}")
     axis = axis % past_cache.dim()
     if axis == 0:
-        raise ValueError("TensorScatter: axis cannot be the batch axis 0")
+        raise GraphError("TensorScatter: axis cannot be the batch axis 0")
     batch, seq = past_cache.shape[0], update.shape[axis]
     if write_indices is None:
         write_indices = torch.zeros(batch, dtype=torch.int64, device=past_cache.device)

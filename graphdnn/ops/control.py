@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from graphdnn.errors import GraphError, InputError
 from graphdnn.ops.registry import register
 
 Body = Callable[..., Any]
@@ -60,7 +61,7 @@ def loop(trip_count: torch.Tensor | None, cond: torch.Tensor | None, *rest: Any,
     keep_going = True if cond is None else _truth(cond)
     cond_value = torch.tensor(True) if cond is None else cond.reshape(()).to(torch.bool)
     if limit is None and cond is None:
-        raise ValueError("Loop has neither a trip count nor a condition input: it would never end")
+        raise GraphError("Loop has neither a trip count nor a condition input: it would never end")
     scans: list[list[torch.Tensor]] = [[] for _ in range(_outputs - n_carried)]
     i = 0
     while keep_going and (limit is None or i < limit):
@@ -90,7 +91,7 @@ def _scan(states: list[torch.Tensor], inputs: list[torch.Tensor], captured: list
     n_states = len(states)
     length = inputs[0].shape[in_axes[0]] if inputs else 0
     if any(x.shape[a] != length for x, a in zip(inputs, in_axes)):
-        raise ValueError(f"Scan inputs differ in length along their scan axes: "
+        raise InputError(f"Scan inputs differ in length along their scan axes: "
                          f"{[tuple(x.shape) for x in inputs]}, axes {in_axes}")
     steps = length if steps is None else steps
     collected: list[list[torch.Tensor]] = [[] for _ in range(n_outputs - n_states)]
@@ -172,7 +173,7 @@ def sequence_map(input_sequence: list[torch.Tensor], *rest: Any, body: Body, _ou
     n = len(input_sequence)
     for k, x in enumerate(extra):
         if isinstance(x, list) and len(x) != n:
-            raise ValueError(f"SequenceMap: additional input {k} has {len(x)} elements, the input sequence {n}")
+            raise InputError(f"SequenceMap: additional input {k} has {len(x)} elements, the input sequence {n}")
     outs: list[list[Any]] = [[] for _ in range(_outputs)]
     for i in range(n):
         args = [input_sequence[i], *(x[i] if isinstance(x, list) else x for x in extra)]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphdnn.errors import GraphError
 from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_floats, as_ints
@@ -53,7 +54,7 @@ def _roi_align(
     spatial_scale: float,
 ) -> torch.Tensor:
     if mode not in ("avg", "max"):
-        raise ValueError(f"RoiAlign: mode must be 'avg' or 'max', not {mode!r}")
+        raise GraphError(f"RoiAlign: mode must be 'avg' or 'max', not {mode!r}")
     n, c, h, w = x.shape
     r = rois.shape[0]
     if r == 0:
@@ -145,7 +146,7 @@ def roi_align(
     mode) of image ``batch_indices[r]`` into an ``output_height x output_width`` grid of bins, each the
     average (or max) of ``sampling_ratio``^2 bilinear samples (adaptive ``ceil(roi / bins)`` when 0)."""
     if coordinate_transformation_mode not in ("half_pixel", "output_half_pixel"):
-        raise ValueError(f"RoiAlign: unknown coordinate_transformation_mode {coordinate_transformation_mode!r}")
+        raise GraphError(f"RoiAlign: unknown coordinate_transformation_mode {coordinate_transformation_mode!r}")
     half_pixel = coordinate_transformation_mode == "half_pixel"
     return _roi_align(x, rois, batch_indices, half_pixel, mode, output_height, output_width, sampling_ratio,
                       spatial_scale)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphdnn.errors import ArgumentTypeError, GraphError, InputError, OutOfRangeError
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import array_from_attr, tensor_from_attr
 
@@ -35,14 +36,14 @@ def array_feature_extractor(x: Values, y: torch.Tensor) -> Values:
     index = y.reshape(-1).to(torch.int64)
     if _is_strings(x):
         if x.ndim == 0:
-            raise ValueError("ArrayFeatureExtractor takes a tensor of rank >= 1")
+            raise InputError("ArrayFeatureExtractor takes a tensor of rank >= 1")
         idx = index.tolist()
         if any(not 0 <= i < x.shape[-1] for i in idx):
-            raise IndexError(f"ArrayFeatureExtractor: index out of range for {x.shape[-1]} features: {idx}")
+            raise OutOfRangeError(f"ArrayFeatureExtractor: index out of range for {x.shape[-1]} features: {idx}")
         out = np.take(x, idx, axis=-1)
     else:
         if x.dim() == 0:
-            raise ValueError("ArrayFeatureExtractor takes a tensor of rank >= 1")
+            raise InputError("ArrayFeatureExtractor takes a tensor of rank >= 1")
         out = x.index_select(-1, index)  # raises on an index outside [0, features)
     return out.reshape(1, -1) if out.ndim == 1 else out
 
@@ -147,7 +148,7 @@ def label_encoder(
     if keys_tensor is not None:
         key_sets.append(_attr_list(keys_tensor)[0])
     if len(key_sets) != 1:
-        raise ValueError(f"LabelEncoder needs exactly one keys_* attribute, got {len(key_sets)}")
+        raise GraphError(f"LabelEncoder needs exactly one keys_* attribute, got {len(key_sets)}")
     keys = list(key_sets[0])
     choices: list[tuple[list, torch.dtype | None]] = []
     if values_floats is not None:
@@ -159,10 +160,10 @@ def label_encoder(
     if values_tensor is not None:
         choices.append(_attr_list(values_tensor))
     if len(choices) != 1:
-        raise ValueError(f"LabelEncoder needs exactly one values_* attribute, got {len(choices)}")
+        raise GraphError(f"LabelEncoder needs exactly one values_* attribute, got {len(choices)}")
     values, out_dtype = choices[0]
     if len(keys) != len(values):
-        raise ValueError(f"LabelEncoder: {len(keys)} keys but {len(values)} values")
+        raise GraphError(f"LabelEncoder: {len(keys)} keys but {len(values)} values")
     if default_tensor is not None:
         default = _attr_list(default_tensor)[0][0]
     elif out_dtype is None:
@@ -172,7 +173,7 @@ def label_encoder(
     else:
         default = default_int64
     if out_dtype is None and not isinstance(default, str):
-        raise TypeError(f"LabelEncoder: string values need a string default, not {default!r}")
+        raise ArgumentTypeError(f"LabelEncoder: string values need a string default, not {default!r}")
     return _encode(x, keys, values, default, out_dtype)
 
 
@@ -188,7 +189,7 @@ def _member_sets(modes: list[int], membership_values: Any | None) -> list[list[f
     n_member = sum(m == _MEMBER for m in modes)
     if membership_values is None:
         if n_member:
-            raise ValueError("TreeEnsemble: BRANCH_MEMBER nodes need membership_values")
+            raise GraphError("TreeEnsemble: BRANCH_MEMBER nodes need membership_values")
         return []
     sets: list[list[float]] = [[]]
     for v in tensor_from_attr(membership_values).reshape(-1).double().tolist():
@@ -199,7 +200,7 @@ def _member_sets(modes: list[int], membership_values: Any | None) -> list[list[f
     if not sets[-1]:
         sets.pop()
     if len(sets) != n_member:
-        raise ValueError(f"TreeEnsemble: {n_member} BRANCH_MEMBER nodes but {len(sets)} NaN-delimited member sets")
+        raise GraphError(f"TreeEnsemble: {n_member} BRANCH_MEMBER nodes but {len(sets)} NaN-delimited member sets")
     return sets
 
 
@@ -211,17 +212,17 @@ def _max_depth(roots: Sequence[int], true_ids: list[int], false_ids: list[int], 
 
     def visit(node: int, path: set[int]) -> int:
         if not 0 <= node < n_nodes:
-            raise ValueError(f"TreeEnsemble: node index {node} out of range [0, {n_nodes})")
+            raise GraphError(f"TreeEnsemble: node index {node} out of range [0, {n_nodes})")
         if node in depth:
             return depth[node]
         if node in path:
-            raise ValueError(f"TreeEnsemble: the trees have a cycle through node {node}")
+            raise GraphError(f"TreeEnsemble: the trees have a cycle through node {node}")
         path.add(node)
         deepest = 0
         for child, is_leaf in ((true_ids[node], true_leaf[node]), (false_ids[node], false_leaf[node])):
             if is_leaf:
                 if not 0 <= child < n_leaves:
-                    raise ValueError(f"TreeEnsemble: leaf index {child} out of range [0, {n_leaves})")
+                    raise GraphError(f"TreeEnsemble: leaf index {child} out of range [0, {n_leaves})")
             else:
                 deepest = max(deepest, visit(child, path))
         path.discard(node)
@@ -248,7 +249,7 @@ def _post_transform(scores: torch.Tensor, post_transform: int) -> torch.Tensor:
         return torch.where(total > 0, e / torch.where(total > 0, total, 1), 0)
     if post_transform == 4:
         return math.sqrt(2.0) * torch.erfinv(2 * scores - 1)
-    raise ValueError(f"TreeEnsemble: post_transform {post_transform} is not one of 0..4")
+    raise GraphError(f"TreeEnsemble: post_transform {post_transform} is not one of 0..4")
 
 
 @register("TreeEnsemble", since=5, domain=ML_DOMAIN)
@@ -280,23 +281,23 @@ def tree_ensemble(
     then ``post_transform`` applies. Output [N, n_targets] in ``x``'s dtype."""
     del nodes_hitrates  # a performance hint only
     if x.dim() != 2:
-        raise ValueError(f"TreeEnsemble takes an [N, F] input, not shape {list(x.shape)}")
+        raise InputError(f"TreeEnsemble takes an [N, F] input, not shape {list(x.shape)}")
     modes = [int(m) for m in tensor_from_attr(nodes_modes).reshape(-1).tolist()]
     splits = tensor_from_attr(nodes_splits).reshape(-1)
     weights = tensor_from_attr(leaf_weights).reshape(-1)
     n_nodes, n_leaves = len(modes), weights.numel()
     lists = (nodes_featureids, nodes_truenodeids, nodes_falsenodeids, nodes_trueleafs, nodes_falseleafs)
     if splits.numel() != n_nodes or any(len(v) != n_nodes for v in lists):
-        raise ValueError("TreeEnsemble: the nodes_* attributes must all have the same length")
+        raise GraphError("TreeEnsemble: the nodes_* attributes must all have the same length")
     if len(leaf_targetids) != n_leaves:
-        raise ValueError("TreeEnsemble: leaf_targetids and leaf_weights must have the same length")
+        raise GraphError("TreeEnsemble: leaf_targetids and leaf_weights must have the same length")
     if any(not 0 <= m <= _MEMBER for m in modes):
-        raise ValueError(f"TreeEnsemble: nodes_modes must be in 0..6, got {sorted(set(modes))}")
+        raise GraphError(f"TreeEnsemble: nodes_modes must be in 0..6, got {sorted(set(modes))}")
     targets = int(n_targets) if n_targets is not None else max(leaf_targetids, default=-1) + 1
     if any(not 0 <= t < targets for t in leaf_targetids):
-        raise ValueError(f"TreeEnsemble: leaf_targetids must be in [0, {targets})")
+        raise GraphError(f"TreeEnsemble: leaf_targetids must be in [0, {targets})")
     if any(not 0 <= f < x.shape[1] for f in nodes_featureids):
-        raise ValueError(f"TreeEnsemble: a feature id is outside [0, {x.shape[1]})")
+        raise InputError(f"TreeEnsemble: a feature id is outside [0, {x.shape[1]})")
     depth = _max_depth(tree_roots, list(nodes_truenodeids), list(nodes_falsenodeids), list(nodes_trueleafs),
                        list(nodes_falseleafs), n_leaves)
 
@@ -347,5 +348,5 @@ def tree_ensemble(
         out = out.scatter_reduce(1, tid, w, reduce="amin" if aggregate_function == _MIN else "amax",
                                  include_self=False)
     else:
-        raise ValueError(f"TreeEnsemble: aggregate_function {aggregate_function} is not one of 0..3")
+        raise GraphError(f"TreeEnsemble: aggregate_function {aggregate_function} is not one of 0..3")
     return _post_transform(out, int(post_transform)).to(x.dtype)

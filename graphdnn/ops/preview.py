@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from graphdnn.errors import GraphError, InputError
 from graphdnn.ops.control import Body, _results
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import dtype_from_onnx
@@ -53,12 +54,12 @@ def flex_attention(
     (query head h reads K/V head h // (Hq / Hkv)); the modifiers run in the softmax precision."""
     outer = list(captured[len(captured) - _captures:]) if _captures else []
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(f"FlexAttention: inputs must be rank 4, got Q {tuple(q.shape)}, K {tuple(k.shape)}, "
+        raise InputError(f"FlexAttention: inputs must be rank 4, got Q {tuple(q.shape)}, K {tuple(k.shape)}, "
                          f"V {tuple(v.shape)}")
     heads_q, heads_kv = q.shape[1], k.shape[1]
     if heads_q != heads_kv:
         if heads_q % heads_kv:
-            raise ValueError(f"FlexAttention: {heads_q} query heads are not a multiple of {heads_kv} K/V heads")
+            raise InputError(f"FlexAttention: {heads_q} query heads are not a multiple of {heads_kv} K/V heads")
         k = k.repeat_interleave(heads_q // heads_kv, dim=1)
         v = v.repeat_interleave(heads_q // heads_kv, dim=1)
     if scale is None:
@@ -79,7 +80,7 @@ def flex_attention(
 def _groups(tensors: tuple[torch.Tensor, ...], per_tensor: int, op: str) -> list[tuple[torch.Tensor, ...]]:
     """[(X_i, G_i, state_i...)] from the flat X..., G..., states... list."""
     if not tensors or len(tensors) % per_tensor:
-        raise ValueError(f"{op}: expected R, T and a multiple of {per_tensor} tensors, got {len(tensors)} tensors")
+        raise InputError(f"{op}: expected R, T and a multiple of {per_tensor} tensors, got {len(tensors)} tensors")
     n = len(tensors) // per_tensor
     return [tuple(tensors[i + j * n] for j in range(per_tensor)) for i in range(n)]
 
@@ -113,7 +114,7 @@ def momentum(r: torch.Tensor, t: torch.Tensor, *tensors: torch.Tensor, alpha: fl
     """One step of SGD with standard or Nesterov momentum: inputs R, T, X..., G..., V...; outputs
     X_new..., V_new... (the gradient's coefficient is 1 instead of ``beta`` while T is 0)."""
     if mode not in ("standard", "nesterov"):
-        raise ValueError(f"Momentum: mode must be 'standard' or 'nesterov', not {mode!r}")
+        raise GraphError(f"Momentum: mode must be 'standard' or 'nesterov', not {mode!r}")
     started = (t.reshape(()) > 0).to(torch.float64)
     results = []
     for x, g, v in _groups(tensors, 3, "Momentum"):

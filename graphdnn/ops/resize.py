@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from graphdnn.errors import GraphError
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_floats, as_ints
 
@@ -29,7 +30,7 @@ def _nearest_coeffs(mode: str):
             return [1.0, 0.0]
         if mode == "ceil":
             return [0.0, 1.0]
-        raise ValueError(f"Resize: unknown nearest_mode {mode!r}")
+        raise GraphError(f"Resize: unknown nearest_mode {mode!r}")
 
     return fn
 
@@ -92,7 +93,7 @@ def _source_coords(mode: str, out_size: int, in_size: int, scale: float, roi) ->
         offset = in_size / 2 * (1 - adjustment)
         x = offset + (y + 0.5) / scale - 0.5
     else:
-        raise ValueError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
+        raise GraphError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
     return x, extrapolated
 
 
@@ -172,7 +173,7 @@ def _resize(
     elif mode == "cubic":
         coeff_fn = _cubic_coeffs(cubic_coeff_a, bool(antialias))
     else:
-        raise ValueError(f"Resize: unknown mode {mode!r}")
+        raise GraphError(f"Resize: unknown mode {mode!r}")
 
     work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     y = x.to(work_dtype) if x.dtype != work_dtype else x

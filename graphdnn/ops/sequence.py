@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from graphdnn.dtypes import format_value_type, is_container_type, parse_value_type, value_type_name
+from graphdnn.errors import InputError, OutOfRangeError
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_ints
 
@@ -22,7 +23,7 @@ def _position(seq: list[torch.Tensor], position, default: int, inserting: bool =
     if pos < 0:
         pos += n
     if not (0 <= pos <= n if inserting else 0 <= pos < n):
-        raise IndexError(f"sequence position {pos} is out of range for a sequence of {n} tensors")
+        raise OutOfRangeError(f"sequence position {pos} is out of range for a sequence of {n} tensors")
     return pos
 
 
@@ -127,5 +128,5 @@ def optional_has_element(value: Any = None) -> torch.Tensor:
 def optional_get_element(value: Any) -> Any:
     """The optional's value (from opset 18 a tensor or sequence input is returned as is)."""
     if value is None:
-        raise ValueError("OptionalGetElement: the optional input is empty")
+        raise InputError("OptionalGetElement: the optional input is empty")
     return value

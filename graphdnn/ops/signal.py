@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from graphdnn.errors import InputError
 from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import as_float, as_ints, dtype_from_onnx
@@ -85,7 +86,7 @@ def stft(
     else:
         length = window.shape[0] if window is not None else signal.shape[1]
     if window is not None and window.shape[0] != length:
-        raise ValueError(f"STFT: window length {window.shape[0]} != frame_length {length}")
+        raise InputError(f"STFT: window length {window.shape[0]} != frame_length {length}")
     work = compute_dtype(signal.dtype)
     frames = signal.to(work).unfold(1, length, step)  # [B, frames, 1 or 2, length]
     if window is not None:

@@ -9,6 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from graphdnn.errors import GraphError, InputError
 from graphdnn.ops._util import compute_dtype
 from graphdnn.ops.registry import register
 
@@ -19,7 +20,7 @@ def _unpack(x: torch.Tensor, heads: int) -> torch.Tensor:
     """[B, T, H*D] -> [B, H, T, D]."""
     b, t, hd = x.shape
     if hd % heads:
-        raise ValueError(f"LinearAttention: last dim {hd} of shape {tuple(x.shape)} is not divisible by {heads} heads")
+        raise InputError(f"LinearAttention: last dim {hd} of shape {tuple(x.shape)} is not divisible by {heads} heads")
     return x.reshape(b, t, heads, hd // heads).transpose(1, 2)
 
 
@@ -30,7 +31,7 @@ def _per_head(x: torch.Tensor, kv_heads: int, d_k: int, name: str) -> torch.Tens
         return x.reshape(b, t, last, 1).transpose(1, 2)
     if last == kv_heads * d_k and name == "decay":
         return _unpack(x, kv_heads)
-    raise ValueError(f"LinearAttention: {name} last dim {last} must be {kv_heads}"
+    raise InputError(f"LinearAttention: {name} last dim {last} must be {kv_heads}"
                      + (f" or {kv_heads * d_k}" if name == "decay" else " or 1"))
 
 
@@ -98,16 +99,16 @@ def linear_attention(
     present_state [B, Hkv, dk, dv]). Computed in float32 (float64 for float64 inputs)."""
     del chunk_size  # a tuning hint for chunked kernels; the result does not depend on it
     if update_rule not in _UPDATE_RULES:
-        raise ValueError(f"LinearAttention: update_rule must be one of {_UPDATE_RULES}, not {update_rule!r}")
+        raise GraphError(f"LinearAttention: update_rule must be one of {_UPDATE_RULES}, not {update_rule!r}")
     if q_num_heads <= 0 or kv_num_heads <= 0 or q_num_heads % kv_num_heads:
-        raise ValueError(f"LinearAttention: q_num_heads ({q_num_heads}) must be a positive multiple of "
+        raise GraphError(f"LinearAttention: q_num_heads ({q_num_heads}) must be a positive multiple of "
                          f"kv_num_heads ({kv_num_heads})")
     gating = update_rule in ("gated", "gated_delta")
     delta = update_rule in ("delta", "gated_delta")
     if gating != (decay is not None):
-        raise ValueError(f"LinearAttention: update_rule {update_rule!r} {'requires' if gating else 'forbids'} decay")
+        raise GraphError(f"LinearAttention: update_rule {update_rule!r} {'requires' if gating else 'forbids'} decay")
     if delta != (beta is not None):
-        raise ValueError(f"LinearAttention: update_rule {update_rule!r} {'requires' if delta else 'forbids'} beta")
+        raise GraphError(f"LinearAttention: update_rule {update_rule!r} {'requires' if delta else 'forbids'} beta")
     work = compute_dtype(query.dtype)
     b, t, _ = query.shape
     d_k = query.shape[-1] // q_num_heads
@@ -121,7 +122,7 @@ def linear_attention(
     bt = _per_head(beta, kv_num_heads, d_k, "beta").to(work) if beta is not None else None
     if past_state is not None:
         if tuple(past_state.shape) != (b, kv_num_heads, d_k, d_v):
-            raise ValueError(f"LinearAttention: past_state shape {tuple(past_state.shape)} is not "
+            raise InputError(f"LinearAttention: past_state shape {tuple(past_state.shape)} is not "
                              f"{(b, kv_num_heads, d_k, d_v)}")
         state = past_state.to(work)
     else:
@@ -148,9 +149,9 @@ def causal_conv_with_state(
     """Depthwise causal conv of [B, C, L] with kernel [C, 1, k], left-padded by ``past_state``
     [B, C, k-1] (zeros when absent); returns (output [B, C, L], the last k-1 padded positions)."""
     if activation not in ("none", "silu", "swish"):
-        raise ValueError(f"CausalConvWithState: activation must be 'none', 'silu' or 'swish', not {activation!r}")
+        raise GraphError(f"CausalConvWithState: activation must be 'none', 'silu' or 'swish', not {activation!r}")
     if input.dim() != 3 or weight.dim() != 3:
-        raise ValueError(f"CausalConvWithState: input and weight must be rank 3, got {tuple(input.shape)} "
+        raise InputError(f"CausalConvWithState: input and weight must be rank 3, got {tuple(input.shape)} "
                          f"and {tuple(weight.shape)}")
     batch, channels, _ = input.shape
     k = weight.shape[2]

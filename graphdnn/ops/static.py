@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphdnn.errors import GraphError
+from graphdnn.errors import ArgumentTypeError, GraphError
 from graphdnn.small_dtypes import encode, is_small
 
 
@@ -83,7 +83,7 @@ def tensor_from_attr(value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if value["dtype"] == "string":
-        raise TypeError("a string TENSOR attribute has no torch form; use ops.static.array_from_attr")
+        raise ArgumentTypeError("a string TENSOR attribute has no torch form; use ops.static.array_from_attr")
     dtype = dtype_from_name(value["dtype"])
     data = value["data"]
     if is_small(dtype):  # int4, float4_e2m1fn...: exact values, encoded one per byte

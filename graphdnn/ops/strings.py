@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from graphdnn.errors import ArgumentTypeError, GraphError, InputError
 from graphdnn.ops.registry import register
 
 
@@ -24,7 +25,7 @@ def string_normalizer(
     ``[1, C]``; an output with nothing left holds one empty string, as the specification says."""
     words = np.asarray(x, dtype=object)
     if words.ndim not in (1, 2) or (words.ndim == 2 and words.shape[0] != 1):
-        raise ValueError(f"StringNormalizer takes a [C] or [1, C] tensor, not {list(words.shape)}")
+        raise InputError(f"StringNormalizer takes a [C] or [1, C] tensor, not {list(words.shape)}")
     stops = set(stopwords or ())
     if is_case_sensitive:
         kept = [w for w in words.reshape(-1) if w not in stops]
@@ -42,7 +43,7 @@ def string_normalizer(
 def _strings(x: np.ndarray, op: str) -> np.ndarray:
     words = np.asarray(x, dtype=object)
     if any(not isinstance(w, str) for w in words.reshape(-1)):
-        raise TypeError(f"{op} takes a string tensor")
+        raise ArgumentTypeError(f"{op} takes a string tensor")
     return words
 
 
@@ -122,14 +123,14 @@ def tfidf_vectorizer(
     1). ``weights[i]`` weighs the i-th pool n-gram, as the specification and ONNX Runtime have it (the
     ONNX Python reference indexes it by output coordinate instead)."""
     if mode not in ("TF", "IDF", "TFIDF"):
-        raise ValueError(f"TfIdfVectorizer: mode must be TF, IDF or TFIDF, not {mode!r}")
+        raise GraphError(f"TfIdfVectorizer: mode must be TF, IDF or TFIDF, not {mode!r}")
     pool = list(pool_strings) if pool_strings else list(pool_int64s or [])
     table = _ngram_table(pool, ngram_counts, min_gram_length, max_gram_length)
     size = max(ngram_indexes) + 1
     items = x.tolist() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=object).tolist()
     rank = x.dim() if isinstance(x, torch.Tensor) else np.ndim(x)
     if rank > 2:
-        raise ValueError(f"TfIdfVectorizer takes a [C] or [N, C] input, not rank {rank}")
+        raise InputError(f"TfIdfVectorizer takes a [C] or [N, C] input, not rank {rank}")
     rows = items if rank == 2 else [items if rank == 1 else [items]]
     counts = torch.zeros(len(rows), size, dtype=torch.float32)
     for r, row in enumerate(rows):

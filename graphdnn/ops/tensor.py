@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphdnn.errors import GraphError
 from graphdnn.ops._util import narrow, norm_axis, widen
 from graphdnn.ops.registry import register
 from graphdnn.ops.static import array_from_attr, as_ints, dtype_from_onnx, tensor_from_attr
@@ -405,7 +406,7 @@ def constant(
         return np.array(value_string, dtype=object)
     if value_strings is not None:
         return np.array(list(value_strings), dtype=object)
-    raise ValueError("Constant needs one of value, value_float(s), value_int(s)")
+    raise GraphError("Constant needs one of value, value_float(s), value_int(s)")
 
 
 @register("ConstantOfShape", since=9, static_inputs=(0,))

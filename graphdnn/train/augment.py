@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphdnn.errors import InputError
+
 __all__ = [
     "Compose",
     "RandomBrightnessContrast",
@@ -35,7 +37,8 @@ class Transform:
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if x.dim() != 4:
-            raise ValueError(f"{type(self).__name__} expects an NCHW batch, got shape {tuple(x.shape)}")
+            raise InputError(f"{type(self).__name__} expects an NCHW batch (rank 4), got shape {tuple(x.shape)}; "
+                             "add the batch/channel axes with x.reshape(n, c, h, w)")
         return self.apply(x, generator if generator is not None else self.generator)
 
     def apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -55,7 +58,7 @@ class RandomShift(Transform):
     def __init__(self, max_shift: int = 2, fill: float = 0.0, seed: int | None = None) -> None:
         super().__init__(seed)
         if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+            raise InputError(f"RandomShift: max_shift must be >= 0 (pixels), got {max_shift}")
         self.max_shift = int(max_shift)
         self.fill = fill
 
@@ -97,7 +100,7 @@ class RandomHorizontalFlip(Transform):
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__(seed)
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
+            raise InputError(f"RandomHorizontalFlip: p must be a probability in [0, 1], got {p}")
         self.p = p
 
     def apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -121,7 +124,8 @@ class RandomBrightnessContrast(Transform):
     ) -> None:
         super().__init__(seed)
         if brightness < 0 or not 0 <= contrast < 1:
-            raise ValueError(f"need brightness >= 0 and 0 <= contrast < 1, got {brightness}, {contrast}")
+            raise InputError(f"RandomBrightnessContrast: need brightness >= 0 and 0 <= contrast < 1, got brightness="
+                             f"{brightness}, contrast={contrast}")
         self.brightness, self.contrast, self.value_range = brightness, contrast, value_range
 
     def apply(self, x: Tensor, generator: torch.Generator | None) -> Tensor:

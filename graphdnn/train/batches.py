@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from graphdnn.errors import InputError
+from graphdnn.errors import ArgumentTypeError, InputError
 
 __all__ = [
     "ArrayLike",
@@ -65,7 +65,7 @@ class TensorBatches:
         generator: torch.Generator | None = None,
     ) -> None:
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+            raise InputError(f"batch_size must be > 0, got {batch_size}")
         if y is not None and len(x) != len(y):
             raise InputError(f"x has {len(x)} samples but y has {len(y)}; pass one label per sample")
         self.x, self.y, self.batch_size = x, y, batch_size
@@ -106,9 +106,9 @@ def make_batches(
     aligned tensors (``TensorDataset``, a frozen-layer cache of one input and the labels) batched like arrays,
     or any iterable of batches such as a ``DataLoader``, used as is."""
     if data is not None and x is not None:
-        raise ValueError(f"{what}: pass either x/y or data, not both")
+        raise InputError(f"{what}: pass either x/y or data, not both")
     if data is None and x is None:
-        raise ValueError(f"{what}: no data (pass x and y, or data=)")
+        raise InputError(f"{what}: no data (pass x and y, or data=)")
     tensors = getattr(data, "tensors", None)  # a TensorDataset or a cached dataset of (inputs, labels)
     if isinstance(data, torch.utils.data.Dataset) and isinstance(tensors, (list, tuple)) and len(tensors) == 2:
         x, y = tensors
@@ -136,7 +136,7 @@ def split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
         return batch, None
     if isinstance(batch, Sequence) and 1 <= len(batch) <= 3:
         return batch[0], (batch[1] if len(batch) > 1 else None)
-    raise TypeError(f"a batch must be a tensor or an (x, y) pair, got {type(batch).__name__}")
+    raise ArgumentTypeError(f"a batch must be a tensor or an (x, y) pair, got {type(batch).__name__}")
 
 
 def resolve_output(model: nn.Module, output: int | str | None) -> int | str | None:
@@ -161,11 +161,11 @@ def select_output(out: Any, output: int | str | None) -> Tensor:
     if isinstance(out, Mapping):
         if output is None:
             if len(out) != 1:
-                raise ValueError(f"the model returned outputs {list(out)}; choose one with output=")
+                raise InputError(f"the model returned outputs {list(out)}; choose one with output=")
             return next(iter(out.values()))
         return out[output]
     if isinstance(out, Sequence):
         if isinstance(output, str):
-            raise ValueError(f"the model returned {len(out)} unnamed outputs; select one by index, not {output!r}")
+            raise InputError(f"the model returned {len(out)} unnamed outputs; select one by index, not {output!r}")
         return out[0 if output is None else output]
-    raise TypeError(f"cannot score a model output of type {type(out).__name__}")
+    raise ArgumentTypeError(f"cannot score a model output of type {type(out).__name__}")

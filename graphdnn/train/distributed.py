@@ -39,6 +39,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
+from graphdnn.errors import InputError
+
 from .batches import TensorBatches
 from .callbacks import Callback
 
@@ -209,12 +211,12 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def __init__(self, n: int, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                  rank: int | None = None, world_size: int | None = None) -> None:
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+            raise InputError(f"GlobalBatchSampler: batch_size must be > 0, got {batch_size}")
         self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
         self.rank = _rank() if rank is None else rank
         self.world_size = _world_size() if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+            raise InputError(f"GlobalBatchSampler: rank {self.rank} is not in [0, world_size={self.world_size})")
 
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
@@ -304,7 +306,7 @@ def prepare(model: nn.Module, distributed: bool | None, output: int | str | None
         distributed = active or isinstance(model, DistributedDataParallel)
     if not distributed:
         if isinstance(model, DistributedDataParallel):
-            raise ValueError("fit(distributed=False) got a DistributedDataParallel model; pass model.module")
+            raise InputError("fit(distributed=False) got a DistributedDataParallel model; pass model.module")
         return None
     if not active:
         if isinstance(model, DistributedDataParallel):
@@ -337,7 +339,7 @@ class SaveCheckpoint(Callback):
 
     def __init__(self, path: str | os.PathLike, every: int = 1, **save_kwargs: Any) -> None:
         if every <= 0:
-            raise ValueError(f"every must be > 0, got {every}")
+            raise InputError(f"SaveCheckpoint: every must be > 0 (epochs), got {every}")
         self.path, self.every, self.save_kwargs = str(path), every, save_kwargs
         self.model: nn.Module | None = None
         self.saved: list[Path] = []

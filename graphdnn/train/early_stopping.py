@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from graphdnn.errors import InputError
+
 __all__ = ["EarlyStopping"]
 
 
@@ -28,9 +30,10 @@ class EarlyStopping:
         restore_best: bool = True,
     ) -> None:
         if patience < 0 or min_delta < 0:
-            raise ValueError(f"patience and min_delta must be >= 0, got {patience}, {min_delta}")
+            raise InputError(f"EarlyStopping: patience and min_delta must be >= 0, got patience={patience}, "
+                             f"min_delta={min_delta}")
         if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+            raise InputError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
         self.patience = patience
         self.mode: Literal["min", "max"] = ("max" if "acc" in monitor else "min") if mode == "auto" else mode

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from graphdnn.errors import InputError
+from graphdnn.errors import ArgumentTypeError, InputError, UnknownNameError
 
 from .batches import (
     ArrayLike,
@@ -66,7 +66,7 @@ def _make_early_stopping(
     if spec is None or isinstance(spec, EarlyStopping):
         return spec
     if isinstance(spec, bool):
-        raise TypeError("early_stopping takes a patience (int), a dict of EarlyStopping arguments or one")
+        raise ArgumentTypeError("early_stopping takes a patience (int), a dict of EarlyStopping arguments or one")
     if isinstance(spec, int):
         return EarlyStopping(monitor=default_monitor, patience=spec)
     return EarlyStopping(**{"monitor": default_monitor, **dict(spec)})
@@ -75,11 +75,12 @@ def _make_early_stopping(
 def _make_schedule(schedule: Schedule | None, optimizer: Optimizer) -> LRScheduler | ReduceLROnPlateau | None:
     if schedule is None or isinstance(schedule, (LRScheduler, ReduceLROnPlateau)):
         if schedule is not None and schedule.optimizer is not optimizer:
-            raise ValueError("the schedule was built for another optimizer than the one fit uses")
+            raise InputError("the schedule was built for another optimizer than the one fit uses; pass that optimizer "
+                             "as optimizer=, or a function optimizer -> scheduler as schedule=")
         return schedule
     if callable(schedule):
         return schedule(optimizer)
-    raise TypeError(f"schedule must be an LR scheduler or a function optimizer -> scheduler: {schedule!r}")
+    raise ArgumentTypeError(f"schedule must be an LR scheduler or a function optimizer -> scheduler: {schedule!r}")
 
 
 def _rng_scope(seed: int | None, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -213,9 +214,9 @@ def fit(
 
 def _check_arguments(epochs: int, schedule_interval: str) -> None:
     if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
+        raise InputError(f"epochs must be >= 0, got {epochs}")
     if schedule_interval not in ("batch", "epoch"):
-        raise ValueError(f"schedule_interval must be 'batch' or 'epoch', got {schedule_interval!r}")
+        raise InputError(f"schedule_interval must be 'batch' or 'epoch', got {schedule_interval!r}")
 
 
 def _optimizer(model: nn.Module, optimizer: str | Optimizer, lr: float | None,
@@ -223,7 +224,7 @@ def _optimizer(model: nn.Module, optimizer: str | Optimizer, lr: float | None,
     """``optimizer`` itself (an instance takes no ``lr``/``optimizer_kwargs``), or one made by name."""
     if isinstance(optimizer, Optimizer):
         if lr is not None or optimizer_kwargs:
-            raise ValueError("lr and optimizer_kwargs apply to an optimizer given by name, not an instance")
+            raise InputError("lr and optimizer_kwargs apply to an optimizer given by name, not an instance")
         return optimizer
     return make_optimizer(optimizer, model.parameters(), lr, **dict(optimizer_kwargs or {}))
 
@@ -259,13 +260,13 @@ _NO_LABELS = ("fit needs labels: pass y (fit(model, x, y)), data=(x, y), or batc
 def _split_validation(x: Any, y: Any, data: Any, validation_data: Any, fraction: float) -> tuple[Any, Any, Any, Any]:
     """Keras' ``validation_split``: the last ``fraction`` of the samples (before shuffling) become validation data."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation_split must be in (0, 1), got {fraction}")
+        raise InputError(f"validation_split must be in (0, 1), got {fraction}")
     if validation_data is not None:
-        raise ValueError("pass validation_split or validation_data, not both")
+        raise InputError("pass validation_split or validation_data, not both")
     if data is not None:
         tensors = getattr(data, "tensors", data)
         if not (isinstance(tensors, (tuple, list)) and len(tensors) == 2):
-            raise ValueError("validation_split needs in-memory x and y (or data=(x, y)), not a stream of batches")
+            raise InputError("validation_split needs in-memory x and y (or data=(x, y)), not a stream of batches")
         x, y, data = tensors[0], tensors[1], None
     if y is None:
         raise InputError(_NO_LABELS)
@@ -274,7 +275,7 @@ def _split_validation(x: Any, y: Any, data: Any, validation_data: Any, fraction:
         raise InputError(f"x has {len(xt)} samples but y has {len(yt)}; pass one label per sample")
     held = int(len(xt) * fraction)
     if held == 0 or held == len(xt):
-        raise ValueError(f"validation_split={fraction} of {len(xt)} samples leaves no training or validation data")
+        raise InputError(f"validation_split={fraction} of {len(xt)} samples leaves no training or validation data")
     keep = len(xt) - held
     return xt[:keep], yt[:keep], None, (xt[keep:], yt[keep:])
 
@@ -371,7 +372,7 @@ def _train_epoch(step: _TrainStep, batches: Iterable[Any], bar: ProgressBar, sch
     if run is not None:
         sums, seen = run.reduce_sums(sums, seen, list(values))
     if seen == 0:
-        raise ValueError("fit: the training data yielded no batch")
+        raise InputError("fit: the training data yielded no batch; pass at least one sample (x/y or data=)")
     return {**sums, "seen": seen}
 
 
@@ -427,7 +428,8 @@ def _accumulate(sums: dict[str, Tensor], key: str, value: Tensor) -> None:
 
 def _monitored(logs: Mapping[str, float], monitor: str) -> float:
     if monitor not in logs:
-        raise KeyError(f"cannot monitor {monitor!r}: the epoch logs have {sorted(logs)}")
+        raise UnknownNameError(f"cannot monitor {monitor!r}: the epoch logs have {sorted(logs)}; monitor one of "
+                               "them, or pass validation_data= (or validation_split=) for the val_* entries")
     return logs[monitor]
 
 
@@ -488,7 +490,7 @@ def evaluate(
             for name, fn in metric_fns:
                 _accumulate(sums, name, fn(out, yb) * n)
     if seen == 0:
-        raise ValueError("evaluate: the data yielded no batch")
+        raise InputError("evaluate: the data yielded no batch; pass at least one sample (x/y or data=)")
     return {name: float(value) / seen for name, value in sums.items()}
 
 
@@ -523,5 +525,5 @@ def predict(
             xb = xb.to(device=device, dtype=float_dtype if xb.is_floating_point() else xb.dtype)
             outputs.append(select_output(model(xb), output).cpu())
     if not outputs:
-        raise ValueError("predict: no input")
+        raise InputError("predict: the input holds no sample; pass at least one (x or data=)")
     return torch.cat(outputs)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from graphdnn.errors import InputError
+
 __all__ = ["FTRL"]
 
 
@@ -67,7 +69,7 @@ class FTRL(torch.optim.Optimizer):
         }
         for name, (value, ok, rule) in checks.items():
             if not ok:
-                raise ValueError(f"FTRL: {name} {rule}, got {value}")
+                raise InputError(f"FTRL: {name} {rule}, got {value}")
         defaults = {
             "lr": learning_rate,
             "learning_rate_power": learning_rate_power,

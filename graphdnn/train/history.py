@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from graphdnn.errors import UnknownNameError
+
 from .plot import plot_learning_curves
 
 __all__ = ["History"]
@@ -50,5 +52,5 @@ class History:
         chosen = [k for k in self.history if k != "lr"] if keys is None else list(keys)
         missing = [k for k in chosen if k not in self.history]
         if missing:
-            raise KeyError(f"History has no {missing}; it has {self.keys()}")
+            raise UnknownNameError(f"History has no {missing}; it has {self.keys()}: pick keys= among those")
         return plot_learning_curves({k: self.history[k] for k in chosen}, path, self.epochs, title=title)

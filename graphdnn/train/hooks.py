@@ -101,7 +101,7 @@ class _MaxNorm:
                 raise GraphError(f"unknown constraint {spec!r}")
             max_value = float(spec["max_value"])
             if max_value <= 0:
-                raise ValueError(f"max_value must be > 0, got {max_value}")
+                raise GraphError(f"max_value must be > 0, got {max_value}")
             axes = spec.get("axes")
             dims = list(range(weight.dim())) if axes is None else [a % weight.dim() for a in (
                 [axes] if isinstance(axes, int) else axes)]

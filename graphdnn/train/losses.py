@@ -65,7 +65,7 @@ def get_loss(loss: str | LossFn) -> LossFn:
     if callable(loss):
         return loss
     if loss not in _LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected a callable or one of {', '.join(_LOSSES)}")
+        raise InputError(f"unknown loss {loss!r}; expected a callable or one of {', '.join(_LOSSES)}")
     return _LOSSES[loss]
 
 
@@ -74,5 +74,5 @@ def get_metric(metric: str | MetricFn) -> tuple[str, MetricFn]:
     if callable(metric):
         return getattr(metric, "__name__", type(metric).__name__), metric
     if metric not in _METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected a callable or one of {', '.join(_METRICS)}")
+        raise InputError(f"unknown metric {metric!r}; expected a callable or one of {', '.join(_METRICS)}")
     return ("accuracy" if metric == "acc" else metric), _METRICS[metric]

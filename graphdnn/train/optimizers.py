@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from graphdnn.errors import ArgumentTypeError, InputError
+
 from .ftrl import FTRL
 
 __all__ = ["DEFAULT_LEARNING_RATES", "OPTIMIZER_NAMES", "make_optimizer", "trainable"]
@@ -44,7 +46,7 @@ def trainable(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[Any]:
                 groups.append({**group, "params": kept})
         return groups
     if any(isinstance(item, dict) for item in items):
-        raise TypeError("params must be all tensors or all param-group dicts, not a mix")
+        raise ArgumentTypeError("params must be all tensors or all param-group dicts, not a mix")
     return [p for p in items if p.requires_grad]
 
 
@@ -72,8 +74,8 @@ def _parameters(params: Any, scope: str | None) -> Any:
                              "frozen")
         return kept
     if scope is not None:
-        raise TypeError("scope= selects the variables of a Graph or compiled module by name; filter the tensors "
-                        "yourself for other parameters")
+        raise ArgumentTypeError("scope= selects the variables of a Graph or compiled module by name; filter "
+                                "the tensors yourself for other parameters")
     if isinstance(params, torch.nn.Module):
         return params.parameters()
     return params
@@ -98,11 +100,11 @@ def make_optimizer(
     """
     key = name.lower()
     if key not in DEFAULT_LEARNING_RATES:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZER_NAMES)}")
+        raise InputError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZER_NAMES)}")
     rate = DEFAULT_LEARNING_RATES[key] if lr is None else float(lr)
     kept = trainable(_parameters(params, scope))
     if not kept:
-        raise ValueError(f"make_optimizer({name!r}): no parameter has requires_grad=True")
+        raise InputError(f"make_optimizer({name!r}): no parameter has requires_grad=True")
     if key != "ftrl" and "foreach" not in kw and "fused" not in kw and _foreach_devices(kept):
         kw["foreach"] = True  # one multi-tensor kernel per update, not a Python loop over the parameters
     if key == "sgd":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graphdnn.errors import InputError
 from graphdnn.raster import Canvas, text_width
 
 __all__ = ["nice_ticks", "plot_learning_curves", "render_learning_curves"]
@@ -36,7 +37,7 @@ def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -
     With ``integer`` the step is a whole number of 1, 2 or 5 times a power of ten (epoch axes).
     """
     if not math.isfinite(low) or not math.isfinite(high):
-        raise ValueError(f"tick range must be finite, got {low}, {high}")
+        raise InputError(f"tick range must be finite, got {low}, {high}")
     if high <= low:
         pad = abs(low) * 0.1 or 1.0
         low, high = low - pad, high + pad
@@ -73,14 +74,14 @@ def _render(series: Mapping[str, Sequence[float]], x: Sequence[float] | None, *,
     curves = {name: np.asarray(values, dtype=np.float64).ravel() for name, values in series.items()}
     curves = {name: values for name, values in curves.items() if values.size}
     if not curves:
-        raise ValueError("nothing to plot: every series is empty")
+        raise InputError("nothing to plot: every series is empty")
     longest = max(values.size for values in curves.values())
     xs_all = np.arange(1, longest + 1, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64)
     if xs_all.size < longest:
-        raise ValueError(f"x has {xs_all.size} values but a series has {longest}")
+        raise InputError(f"x has {xs_all.size} values but a series has {longest}")
     finite = np.concatenate([values[np.isfinite(values)] for values in curves.values()])
     if finite.size == 0:
-        raise ValueError("nothing to plot: no finite value in any series")
+        raise InputError("nothing to plot: no finite value in any series")
     y_ticks = nice_ticks(float(finite.min()), float(finite.max()))
     whole = bool(np.all(xs_all == np.round(xs_all)))
     x_ticks = nice_ticks(float(xs_all[:longest].min()), float(xs_all[:longest].max()), integer=whole)
@@ -88,7 +89,7 @@ def _render(series: Mapping[str, Sequence[float]], x: Sequence[float] | None, *,
     left = 14 + int(max(text_width(s, _TEXT) for s in y_labels))
     top, right, bottom = (28 if title else 14), width - 16, height - 36
     if right - left < 40 or bottom - top < 40:
-        raise ValueError(f"image {width}x{height} is too small for a plot")
+        raise InputError(f"image {width}x{height} is too small for a plot; pass a larger width= and height=")
     canvas = Canvas(width, height, _WHITE)
 
     def to_px(xv: np.ndarray, yv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

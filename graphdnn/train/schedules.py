@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from graphdnn.errors import InputError
+
 __all__ = [
     "ExponentialDecay",
     "PiecewiseConstant",
@@ -50,9 +52,10 @@ class PiecewiseConstant(_ClosedForm):
         last_epoch: int = -1,
     ) -> None:
         if len(values) != len(boundaries) + 1:
-            raise ValueError(f"need len(values) == len(boundaries) + 1, got {len(values)} and {len(boundaries)}")
+            raise InputError(f"PiecewiseConstant: need len(values) == len(boundaries) + 1 (one rate per interval), got "
+                             f"{len(values)} values and {len(boundaries)} boundaries")
         if list(boundaries) != sorted(boundaries):
-            raise ValueError(f"boundaries must be increasing, got {list(boundaries)}")
+            raise InputError(f"PiecewiseConstant: boundaries must be increasing steps, got {list(boundaries)}")
         self.boundaries = [int(b) for b in boundaries]
         self.values = [float(v) for v in values]
         super().__init__(optimizer, last_epoch)
@@ -76,7 +79,8 @@ class ExponentialDecay(_ClosedForm):
         last_epoch: int = -1,
     ) -> None:
         if decay_steps <= 0 or decay_rate <= 0:
-            raise ValueError(f"decay_steps and decay_rate must be > 0, got {decay_steps}, {decay_rate}")
+            raise InputError(f"ExponentialDecay: decay_steps and decay_rate must be > 0, got "
+                             f"decay_steps={decay_steps}, decay_rate={decay_rate}")
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
         self.staircase = staircase
@@ -100,7 +104,7 @@ class PowerDecay(_ClosedForm):
         last_epoch: int = -1,
     ) -> None:
         if decay_steps <= 0:
-            raise ValueError(f"decay_steps must be > 0, got {decay_steps}")
+            raise InputError(f"PowerDecay: decay_steps must be > 0, got {decay_steps}")
         self.decay_steps = decay_steps
         self.power = power
         super().__init__(optimizer, last_epoch)
