@@ -6,8 +6,9 @@ mask, pooler; outputs ``last_hidden_state`` and ``pooler_output``), a GPT-2-like
 blocks, causal mask filled with ``finfo.min``, GELU with the tanh approximation) and a 2-layer bidirectional
 LSTM followed by a GRU. Their normalization scales and biases are drawn at random, as in a trained model
 (fresh ones are all equal, and exporters merge equal initializers). Each is exported with the
-TorchScript exporter (``dynamo=False``; for the CNN without constant folding, which would fold batch
-norm into the convolutions) and with the default one (``dynamo=True``), with a dynamic batch axis,
+TorchScript exporter (``dynamo=False``) and with the default one (``dynamo=True``), with a dynamic batch
+axis; the CNN without constant folding (``do_constant_folding=False``, ``optimize=False``), which would fold
+batch norm into the convolutions of an eval-mode export and leave nothing of it to train,
 and imported with ``graphdnn.load``.
 
 Reported per model and exporter:
@@ -186,7 +187,7 @@ def _bert_inputs(g: torch.Generator, b: int) -> tuple[torch.Tensor, ...]:
 MODELS: dict[str, dict[str, Any]] = {
     "cnn": {"make": ResNet, "inputs": lambda g, b: (torch.randn(b, 3, 16, 16, generator=g),),
             "loss": lambda out, g, b: F.cross_entropy(out, torch.randint(0, 10, (b,), generator=g)),
-            "names": ["x"], "legacy": {"do_constant_folding": False}},
+            "names": ["x"], "legacy": {"do_constant_folding": False}, "dynamo": {"optimize": False}},
     "bert": {"make": Bert, "inputs": _bert_inputs,
              "loss": lambda out, g, b: F.mse_loss(out[1], torch.randn(b, WIDTH, generator=g)) + out[0].pow(2).mean(),
              "names": ["ids", "mask"], "outputs": ["last_hidden_state", "pooler_output"]},
@@ -218,7 +219,7 @@ def export(name: str, module: nn.Module, dynamo: bool, path: Path) -> float:
     args = spec["inputs"](torch.Generator().manual_seed(0), 2)
     outputs = spec.get("outputs", ["y"])
     axes = {n: {0: "batch"} for n in (*spec["names"], *outputs)}
-    kwargs = {} if dynamo else dict(spec.get("legacy", {}))
+    kwargs = dict(spec.get("dynamo" if dynamo else "legacy", {}))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
