@@ -12,6 +12,10 @@ Patterns (ONNX domain, floating tensors of known rank only):
 - ``MatMul(x, W) + b`` (either operand order) with 2-D ``x``/``W`` and 1-D ``b``: ``torch.addmm(b, x, W)``;
   with an N-D ``x`` (N > 2): ``F.linear(x, W.t(), b)``, which runs as one ``addmm`` on the flattened rows.
 - ``Gemm(A, B, C)`` with ``alpha == beta == 1``, 2-D ``A``/``B`` and 1-D or 2-D ``C``: ``torch.addmm``.
+- ``Conv(x, W, B)`` whose ``B`` is zeros of shape ``[W.shape[0]]`` by construction, as the dynamo exporter
+  writes a bias-free conv (``Expand(CastLike(0, x), Shape(W)[0:1])``): a zero constant, or a zero constant
+  cast, ``Expand``ed or ``ConstantOfShape``d to a shape computed from constants and the shapes of variables
+  (fixed once compiled): ``Conv(x, W)``, the glue that nothing else reads absorbed (any dtype or rank).
 - ``ReduceMean(SoftmaxCrossEntropyLoss(scores, labels, reduction="none"))`` over every axis, without
   weights or ``ignore_index`` (which would change the divisor): ``F.cross_entropy(scores, labels)``.
 - attention, as the exporters write it: ``MatMul(Softmax(S), V)`` where ``S`` is ``MatMul(Q, Kt)``, optionally
@@ -207,6 +211,112 @@ class _Plan:
             return None
         kwargs = {k: int(attrs[k]) for k in ("transA", "transB") if attrs.get(k)}
         return Fusion(op.name, (), refs, gemm, kwargs)
+
+    def zero_bias_conv(self, conv: Op) -> Fusion | None:
+        """``Conv(x, W, B)`` whose ``B`` is zeros by construction (a zero constant, or one ``Expand``ed /
+        ``ConstantOfShape``d to shape arithmetic on variables' shapes and constants, through casts):
+        ``Conv(x, W)``, absorbing the glue that only this bias needs."""
+        if len(conv.inputs) != 3 or None in conv.inputs:
+            return None
+        x_ref, w_ref, b_ref = conv.inputs
+        w = self._fixed(w_ref)
+        found = self._zeros(b_ref)
+        if w is None or w.dim() < 1 or found is None or found[0] != [w.shape[0]]:
+            return None
+        if None not in (self.dtype(b_ref), self.dtype(x_ref)) and self.dtype(b_ref) != self.dtype(x_ref):
+            return None
+        order = {op.name: i for i, op in enumerate(self.ops)}
+        absorbed: list[Op] = []
+        reads: dict[str, int] = {b_ref: 1}  # uses of each tensor by the conv's bias and the absorbed ops
+        for op in sorted(found[1], key=lambda o: order[o.name], reverse=True):
+            if not all(self.uses.get(r, 0) == reads.get(r, 0) and r not in self.outputs
+                       for r in map(op.output, range(len(op.outputs)))):
+                continue  # read elsewhere or requested: computed as before
+            absorbed.append(op)
+            for r in op.inputs:
+                if r is not None:
+                    reads[r] = reads.get(r, 0) + 1
+        opdef = lookup(conv.type, conv.domain, self.graph.opset.get(conv.domain))
+        return Fusion(conv.name, tuple(op.name for op in reversed(absorbed)), (x_ref, w_ref), opdef.lower,
+                      dict(conv.attrs))
+
+    def _fixed(self, ref: str) -> torch.Tensor | None:
+        """A tensor whose shape is fixed once compiled: a variable or a constant (read for its shape only)."""
+        from graphdnn.shapes import constant_value
+
+        name = split_tensor_name(ref)[0]
+        if ref in self.inputs or name not in self.graph.nx.nodes:
+            return None
+        op = self.graph.get_operation(name)
+        value = self.graph.values.get(name) if op.is_variable else constant_value(self.graph, ref)
+        return value if isinstance(value, torch.Tensor) else None
+
+    def _zeros(self, ref: str) -> tuple[list[int], list[Op]] | None:
+        """``(shape, ops)`` when ``ref`` is all zeros whatever the inputs and variables hold: its shape,
+        known when compiled, and the planned ops computing it; else None."""
+        from graphdnn.ops.static import tensor_from_attr
+        from graphdnn.shapes import constant_value
+        from graphdnn.small_dtypes import decode
+
+        name, index = split_tensor_name(ref)
+        if ref in self.inputs or name not in self.planned:
+            return None
+        op = self.graph.get_operation(name)
+        value = constant_value(self.graph, ref)
+        if value is not None and not op.is_variable:
+            if not decode(value).count_nonzero():
+                return list(value.shape), [op]
+            return None
+        if op.domain or index != 0 or len(op.outputs) != 1 or not op.inputs or op.inputs[0] is None:
+            return None
+        if op.type in ("Cast", "CastLike", "Identity"):
+            found = self._zeros(op.inputs[0])
+            return None if found is None else (found[0], [*found[1], op])
+        if op.type == "ConstantOfShape":
+            fill = op.attrs.get("value")
+            if fill is not None and decode(tensor_from_attr(fill)).count_nonzero():
+                return None
+            shape = self._known(op.inputs[0])
+            return None if shape is None else (shape[0], [*shape[1], op])
+        if op.type == "Expand" and len(op.inputs) == 2 and op.inputs[1] is not None:
+            found, shape = self._zeros(op.inputs[0]), self._known(op.inputs[1])
+            if found is None or shape is None:
+                return None
+            try:
+                out = list(torch.broadcast_shapes(tuple(found[0]), tuple(shape[0])))
+            except RuntimeError:
+                return None
+            return out, [*found[1], *shape[1], op]
+        return None
+
+    def _known(self, ref: str) -> tuple[list[int], list[Op]] | None:
+        """``(value, ops)`` when ``ref`` is a 1-D integer tensor computed, by planned shape arithmetic, from
+        ``Constant`` ops and the shapes of variables and constants only (so known when compiled; the values
+        of variables, which may change, are not read); else None."""
+        ops: dict[str, Op] = {}
+        stack = [ref]
+        while stack:
+            r = stack.pop()
+            name = split_tensor_name(r)[0]
+            if name in ops:
+                continue
+            if r in self.inputs or name not in self.planned:
+                return None
+            op = self.graph.get_operation(name)
+            if op.type == "Constant" and not op.domain:
+                continue
+            if op.is_variable or op.domain or op.type not in SHAPE_OPS or len(op.outputs) != 1:
+                return None
+            ops[name] = op
+            if op.type in _SHAPE_READERS:
+                if op.inputs[0] is None or self._fixed(op.inputs[0]) is None:
+                    return None
+            else:
+                stack.extend(i for i in op.inputs if i is not None)
+        order = {op.name: i for i, op in enumerate(self.ops)}
+        chain = sorted(ops.values(), key=lambda o: order[o.name])
+        value = self._evaluate(chain, ref, "", torch.empty(0))
+        return None if value is None else (value, chain)
 
     def mean_loss(self, mean: Op) -> Fusion | None:
         if not mean.inputs or mean.inputs[0] is None:
@@ -533,8 +643,9 @@ _RECURRENT_ATTRS = {
     "GRU": frozenset({"hidden_size", "direction", "layout", "activations", "linear_before_reset"}),
     "RNN": frozenset({"hidden_size", "direction", "layout", "activations"}),
 }
-_PATTERNS = {"Add": _Plan.bias_add, "Gemm": _Plan.gemm, "ReduceMean": _Plan.mean_loss, "MatMul": _Plan.attention,
-             "LSTM": _Plan.recurrent_stack, "GRU": _Plan.recurrent_stack, "RNN": _Plan.recurrent_stack}
+_PATTERNS = {"Add": _Plan.bias_add, "Gemm": _Plan.gemm, "Conv": _Plan.zero_bias_conv, "ReduceMean": _Plan.mean_loss,
+             "MatMul": _Plan.attention, "LSTM": _Plan.recurrent_stack, "GRU": _Plan.recurrent_stack,
+             "RNN": _Plan.recurrent_stack}
 
 
 def plan(graph: Graph, ops: Sequence[Op], inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, Fusion]:

@@ -708,3 +708,108 @@ def test_stacked_layers_of_other_settings_run_one_by_one():
     assert "rnn_stacked(" in _compiled(model).code
     _set_initializer(model, "merge", np.array([-1, 3, 10], np.int64))
     assert "rnn_stacked(" not in _compiled(model).code  # a fixed batch of 3: not the merge for every batch
+
+
+# -- bias-free convolutions with a zero bias built at run time ------------------------------------------
+_ZERO_BIAS_GLUE = ("shape_program", "expand", "cast_like", "constant_of_shape")
+
+
+@pytest.fixture(scope="module")
+def dynamo_conv_bn(tmp_path_factory):
+    """A bias-free Conv + BatchNormalization + Relu as torch's dynamo exporter writes it unoptimized: the
+    conv's bias is ``Expand(CastLike(0, x), Shape(W)[0:1])``."""
+    import warnings
+
+    torch.manual_seed(0)
+    torch_model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4),
+                                      torch.nn.ReLU()).eval()
+    with torch.no_grad():  # running statistics other than the defaults
+        torch_model[1].running_mean.uniform_(-0.5, 0.5)
+        torch_model[1].running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("dynamo") / "conv_bn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch_model, (torch.randn(2, 3, 8, 8),), str(path), dynamo=True, optimize=False,
+                          verbose=False)
+    return torch_model, path
+
+
+def test_dynamo_zero_conv_bias_is_dropped_and_matches_onnxruntime(dynamo_conv_bn):
+    torch_model, path = dynamo_conv_bn
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert {"Shape", "Expand", "CastLike"} <= set(ops)  # the glue this fusion is about
+    module = gd.compile(load_onnx(str(path), trainable="float"))
+    assert not any(name in module.code for name in _ZERO_BIAS_GLUE), module.code
+    module.eval()
+    x = _randn(2, 3, 8, 8)
+    (expected,) = run_ort(str(path), {module.input_names[0].split(":")[0]: x})
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+    # gradients reach the conv's weight as in the PyTorch module (the glue has none)
+    x = torch.from_numpy(_randn(2, 3, 8, 8))
+    module(x).square().sum().backward()
+    torch_model(x).square().sum().backward()
+    conv_weight = next(n for n in module.variable_names if module.variable(n).dim() == 4)
+    torch.testing.assert_close(module.variable(conv_weight).grad, torch_model[0].weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def _zero_bias_conv(bias_nodes, extra_outputs=(), opset=17):
+    """Conv(x, w, bias) + something reading ``y``; ``bias_nodes`` compute ``bias``."""
+    nodes = [*bias_nodes, h.make_node("Conv", ["x", "w", "bias"], ["y"], pads=[1, 1, 1, 1])]
+    return _model(nodes, [("x", T.FLOAT, [None, 2, 5, 5])], ["y", *extra_outputs], {"w": _randn(3, 2, 3, 3)},
+                  opset)
+
+
+def _const(name, value):
+    return h.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name))
+
+
+def _zero_bias_glue(fill=0.0):
+    return [h.make_node("Shape", ["w"], ["s"], start=0, end=1), _const("one", np.array([1], np.int64)),
+            h.make_node("Expand", ["s", "one"], ["s1"]), _const("zero", np.array(fill, np.float32)),
+            h.make_node("CastLike", ["zero", "x"], ["z"]), h.make_node("Expand", ["z", "s1"], ["bias"])]
+
+
+@pytest.mark.parametrize("bias", ["expand", "constant_of_shape", "constant_of_shape_valued", "constant"])
+def test_zero_conv_bias_forms_are_dropped(bias):
+    glue = {
+        "expand": _zero_bias_glue(),
+        "constant_of_shape": [h.make_node("Shape", ["w"], ["s"], start=0, end=1),
+                              h.make_node("ConstantOfShape", ["s"], ["bias"])],
+        "constant_of_shape_valued": [h.make_node("Shape", ["w"], ["s"], start=0, end=1),
+                                     h.make_node("ConstantOfShape", ["s"], ["bias"],
+                                                 value=numpy_helper.from_array(np.array([-0.0], np.float32)))],
+        "constant": [_const("bias", np.zeros(3, np.float32))],
+    }[bias]
+    model = _zero_bias_conv(glue, opset=21)
+    module = _compiled(model)
+    assert not any(name in module.code for name in _ZERO_BIAS_GLUE), module.code
+    assert "conv_conv(x, w, pads" in module.code  # no bias argument
+    x = _randn(2, 2, 5, 5)
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), run_ort(model, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["nonzero", "input_shape", "requested"])
+def test_conv_bias_that_may_not_be_zero_or_is_requested_is_kept(case):
+    """A nonzero fill, or a bias shaped by the input (not known when compiled), keeps the bias; a requested
+    bias is still computed (and the conv runs without it)."""
+    glue = _zero_bias_glue(fill=0.5) if case == "nonzero" else _zero_bias_glue()
+    if case == "input_shape":  # Shape(x)[0:1] * 3: a shape that depends on the input (right for a batch of 1)
+        glue = [h.make_node("Shape", ["x"], ["s0"], start=0, end=1), _const("three", np.array([3], np.int64)),
+                h.make_node("Mul", ["s0", "three"], ["s"]), *_zero_bias_glue()[1:]]
+    model = _zero_bias_conv(glue, extra_outputs=("bias",) if case == "requested" else ())
+    graph = load_onnx(model, trainable="float")
+    module = gd.compile(graph, outputs=[graph.get_tensor(n).name for n in (["y", "bias"] if case == "requested"
+                                                                              else ["y"])])
+    batch = 1 if case == "input_shape" else 2
+    x = _randn(batch, 2, 5, 5)
+    want = run_ort(model, {"x": x})
+    got = module(torch.from_numpy(x))
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-5, atol=1e-5)
+    assert "expand" in module.code  # the bias is computed...
+    assert ("conv_conv(x, w, pads" in module.code) is (case == "requested")  # ...and passed to the conv, if not zero
