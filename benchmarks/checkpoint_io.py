@@ -152,7 +152,11 @@ def child(mode: str, ours: str, raw: str) -> None:
     from safetensors import safe_open
 
     import graphdnn as gd
+    import graphdnn.checkpoint
+    import graphdnn.formats
+    import graphdnn.restoring  # noqa: F401  (the package imports on first use: import what the restore runs now)
 
+    graphdnn.formats.formats()  # the format registry, read once per process
     base = _hwm_reset()
     if mode == "graphdnn":
         g = gd.load(ours, values=False)
