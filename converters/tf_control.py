@@ -296,7 +296,29 @@ def _branch_members(imp: TFImport, start: str, ctx: tuple[str, bool], switches: 
     """The nodes of branch ``ctx`` that ``start`` needs, inputs first; adds the cond's Switches they read to
     ``switches`` and the tensors they read to ``reads``. An inner cond's Merge needs what its branches read,
     an inner loop's Exit what the loop reads."""
-    flow, done, order = imp.flow, set(), []
+    flow = imp.flow
+
+    def needs(name: str) -> list[str]:
+        data = _reads(imp, name)
+        reads.extend(_canon(r) for r in data)
+        within = []
+        for ref in data + imp.nodes[name].control_inputs:
+            src, index = parse_tensor_name(ref)
+            if imp.nodes[src].op in SWITCHES and _dynamic_switch(imp, src) and (_predicate(imp, src), bool(index)) \
+                    == ctx:
+                switches.add(src)
+            elif flow.side.get(src) == ctx:
+                within.append(src)
+        return within
+
+    order: list[str] = []
+    _post_order(start, needs, set(), order)
+    return order
+
+
+def _post_order(start: str, needs: Callable[[str], list[str]], done: set[str], order: list[str]) -> None:
+    """Append to ``order`` the nodes reachable from ``start`` through ``needs`` (called once per node; the last
+    one it returns is visited first), each after the ones it needs, skipping and adding to ``done``."""
     stack: list[tuple[str, bool]] = [(start, False)]
     while stack:
         name, ready = stack.pop()
@@ -307,17 +329,7 @@ def _branch_members(imp: TFImport, start: str, ctx: tuple[str, bool], switches: 
             continue
         done.add(name)
         stack.append((name, True))
-        node = imp.nodes[name]
-        data = _reads(imp, name)
-        reads += [_canon(r) for r in data]
-        for ref in data + node.control_inputs:
-            src, index = parse_tensor_name(ref)
-            if imp.nodes[src].op in SWITCHES and _dynamic_switch(imp, src) and (_predicate(imp, src), bool(index)) \
-                    == ctx:
-                switches.add(src)
-            elif flow.side.get(src) == ctx and src not in done:
-                stack.append((src, False))
-    return order
+        stack += [(src, False) for src in needs(name) if src not in done]
 
 
 # ------------------------------------------------------------------------------------------------ loops
@@ -539,23 +551,15 @@ def _topological(imp: TFImport, names: set[str]) -> list[str]:
     """``names`` in the graph's order, moved where needed so that each comes after the ones it reads (an inner
     loop's Exit reads what the loop body reads, which the graph's order, without back edges, may place later)."""
     flow, done, order = imp.flow, set(), []
+
+    def needs(name: str) -> list[str]:
+        special = name in flow.nested_exits or name in flow.frame_ifs
+        refs = _reads(imp, name) + ([] if special else imp.nodes[name].control_inputs)
+        return [s for s in reversed([parse_tensor_name(r)[0] for r in refs]) if s in names]
+
     for start in imp.order_cache:
-        if start not in names or start in done:
-            continue
-        stack: list[tuple[str, bool]] = [(start, False)]
-        while stack:
-            name, ready = stack.pop()
-            if ready:
-                order.append(name)
-                continue
-            if name in done:
-                continue
-            done.add(name)
-            stack.append((name, True))
-            special = name in flow.nested_exits or name in flow.frame_ifs
-            refs = _reads(imp, name) + ([] if special else imp.nodes[name].control_inputs)
-            stack += [(s, False) for s in reversed([parse_tensor_name(r)[0] for r in refs])
-                      if s in names and s not in done]
+        if start in names and start not in done:
+            _post_order(start, needs, done, order)
     return order
 
 
