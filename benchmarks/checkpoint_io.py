@@ -5,14 +5,11 @@
 
 Save is measured for two models on disk (``--dir``, else a temporary folder) and on tmpfs
 (``/dev/shm``, where the disk's noise is out of the picture): ``rows``, 50 contiguous float32
-variables, and ``dense``, a chain of 4096x4096 dense layers whose kernels graphdnn holds column-major
-(as ``F.linear`` wants them). ``save_file`` takes only contiguous tensors, so its baseline gets
-row-major copies made before timing: a pure write, against which graphdnn must also reorder the
-kernels' bytes (one copy, through a small reused buffer);
-``save_dense_vs_contiguous`` also reports the ratio against ``.contiguous()`` + ``save_file``, the
-work a caller of ``save_file`` pays for such kernels, and ``save_<where>_rows_vs_atomic`` the ratio against
-``save_file`` into a temporary file renamed over the target (the price of an atomic save: the old file's
-pages are freed at the rename, and both files exist until then).
+variables, and ``dense``, a chain of 4096x4096 dense layers (``[in, out]`` kernels, held row-major as the
+file holds them, so they are written without a copy). ``save_file`` is given the same tensors;
+``save_<where>_rows_vs_atomic`` also reports the ratio against ``save_file`` into a temporary file renamed
+over the target (the price of an atomic save: the old file's pages are freed at the rename, and both
+files exist until then).
 
 Ratios (medians of interleaved pairs): graphdnn save / ``save_file``; full ``graphdnn.load`` /
 ``load_file``; restore of ~10% of the variables selected by regex into a graph the program already
@@ -22,9 +19,10 @@ Peak RSS of that restore is measured in a fresh subprocess against its interpret
 Targets: save <= 1.05 on tmpfs and <= 1.1 on disk; load <= 1.1, restore <= 1.2 (on disk, ``rows``), and RSS
 <= 1.5x the selected bytes.
 
-Why the kernels are column-major: ``dense_layout`` times ``x @ W`` (batch ``--layout-batch``, the dense
-model's width) with ``W`` row-major over ``W`` column-major, forward alone and forward + backward; above 1
-the row-major kernel (which the file holds, and which would save without reordering) computes slower.
+Why the kernels are row-major: ``dense_layout`` times a dense layer with its kernel held row-major over
+the same kernel held column-major (``nn.Linear``'s order, which would need one reordering copy at every save
+and load), for a few kernel shapes and batches: inference and a training step, with geometric means. Neither
+order wins everywhere (MKL picks different kernels); below 1 the row-major kernel computes faster.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ def build(size_mb: int):
 
 
 def build_dense(size_mb: int):
-    """A chain of DENSE x DENSE dense layers (64 MiB kernels, column-major) of about ``size_mb``."""
+    """A chain of DENSE x DENSE dense layers (64 MiB kernels) of about ``size_mb``."""
     import graphdnn as gd
     from graphdnn import layers
 
@@ -70,46 +68,55 @@ def build_dense(size_mb: int):
     return g
 
 
-def layout_costs(width: int, batch: int, repeats: int) -> dict:
-    """Time of ``x @ W`` with a row-major over a column-major ``[width, width]`` kernel: forward, forward +
-    backward (medians of interleaved pairs)."""
+LAYOUT_SHAPES = ((1024, 1024), (768, 3072), (4096, 4096))  # [in, out] kernels of the layout catalogue
+
+
+def layout_costs(batches: list[int], repeats: int) -> dict:
+    """Time of a dense layer (``x @ W + b``) with ``W`` held row-major (graphdnn's order, the file's) over ``W``
+    held column-major (``nn.Linear``'s), per kernel shape and batch: inference, and a training step's
+    forward + backward (medians of interleaved pairs), with their geometric means."""
+    import math
+
     import torch
+    import torch.nn.functional as F
 
-    x = torch.randn(batch, width)
-    rows = torch.randn(width, width).requires_grad_()
-    cols = rows.detach().t().contiguous().t().requires_grad_()
+    points, logs = [], {"forward": [], "forward_backward": []}
+    for n_in, n_out in LAYOUT_SHAPES:
+        rows = torch.randn(n_in, n_out)
+        cols = rows.t().contiguous().t()
+        bias = torch.zeros(n_out)
+        for batch in batches:
+            x = torch.randn(batch, n_in, requires_grad=True)
 
-    def forward(w):
-        with torch.no_grad():
-            return x @ w
+            def forward(w, x=x, bias=bias):
+                with torch.no_grad():
+                    return F.linear(x, w.t(), bias)
 
-    def train(w):
-        (x @ w).relu().sum().backward()
-        w.grad = None
+            def train(w, x=x, bias=bias):
+                F.linear(x, w.t(), bias).relu().sum().backward()
+                w.grad = x.grad = None
 
-    out = {}
-    for key, fn in (("forward", forward), ("forward_backward", train)):
-        ratio, a, b = paired_median(lambda fn=fn: fn(rows), lambda fn=fn: fn(cols), repeats, warmup=1)
-        out[key] = {"ratio": ratio, "row_major_s": a, "column_major_s": b}
-    return out
+            point = {"in": n_in, "out": n_out, "batch": batch}
+            for key, fn in (("forward", forward), ("forward_backward", train)):
+                r, c = rows.clone().requires_grad_(key != "forward"), cols.clone().requires_grad_(key != "forward")
+                ratio, _, _ = paired_median(lambda fn=fn, r=r: fn(r), lambda fn=fn, c=c: fn(c), repeats, warmup=1)
+                point[key] = ratio
+                logs[key].append(math.log(ratio))
+            points.append(point)
+    return {"points": points, **{f"{k}_geomean": math.exp(sum(v) / len(v)) for k, v in logs.items()}}
 
 
 def save_pairs(g, folder: Path, repeats: int, dense: bool) -> dict:
-    """graphdnn.save / save_file of the same tensors (row-major copies made beforehand), interleaved."""
+    """graphdnn.save / save_file of the same tensors, interleaved."""
     from safetensors.torch import save_file
 
     import graphdnn as gd
 
     ours, raw = folder / "bench-ours.safetensors", folder / "bench-raw.safetensors"
-    tensors = {k: v.detach() for k, v in g.values.items()}
-    rowmajor = {k: v.contiguous() for k, v in tensors.items()}
+    rowmajor = {k: v.detach().contiguous() for k, v in g.values.items()}  # already contiguous: no copy
     try:
         out = {"save": paired_ratios(lambda: gd.save(g, ours), lambda: save_file(rowmajor, raw), repeats)}
-        if dense:
-            out["vs_contiguous"] = paired_ratios(
-                lambda: gd.save(g, ours), lambda: save_file({k: v.contiguous() for k, v in tensors.items()}, raw),
-                repeats)
-        else:
+        if not dense:
             def atomic_save_file():
                 save_file(rowmajor, folder / "bench-raw.tmp")
                 os.replace(folder / "bench-raw.tmp", raw)
@@ -178,7 +185,8 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=None, help="folder for the files on disk (default: a temp folder)")
     p.add_argument("--where", nargs="+", choices=["disk", "tmpfs"], default=["disk", "tmpfs"],
                    help="where to measure save")
-    p.add_argument("--layout-batch", type=int, default=128, help="batch of the kernel-layout timing (0: skip it)")
+    p.add_argument("--layout-batches", type=int, nargs="*", default=[16, 128, 256],
+                   help="batches of the kernel-layout timing (none: skip it)")
     p.add_argument("--child", nargs=3, help=argparse_hidden())
     args = p.parse_args()
     if args.child:
@@ -212,8 +220,8 @@ def main() -> None:
             for key, r in pairs.items():
                 results[f"save_{where}_{model}" + ("" if key == "save" else f"_{key}")] = r
     del dense
-    if args.layout_batch:
-        results["dense_layout"] = layout_costs(DENSE, args.layout_batch, args.repeats)
+    if args.layout_batches:
+        results["dense_layout"] = layout_costs(args.layout_batches, args.repeats)
     results["save"] = results.get("save_disk_rows") or paired_ratios(lambda: gd.save(g, ours),
                                                                      lambda: save_file(tensors, raw), args.repeats)
     results["save_fsync"] = paired_ratios(lambda: gd.save(g, ours, fsync=True), lambda: save_file(tensors, raw),
@@ -258,9 +266,13 @@ def main() -> None:
         r = results[key]
         target = "" if "_vs_" in key else f" (target <= {1.05 if 'tmpfs' in key else 1.1})"
         print(f"  {key:32s} graphdnn {r['ours_s']:.3f}s / raw {r['baseline_s']:.3f}s = {r['ratio']:.3f}{target}")
-    for key, r in results.get("dense_layout", {}).items():
-        print(f"  dense_layout {key:17s} x @ W, W row-major {r['row_major_s'] * 1e3:.1f} ms / column-major "
-              f"{r['column_major_s'] * 1e3:.1f} ms = {r['ratio']:.3f} (batch {args.layout_batch})")
+    layout = results.get("dense_layout")
+    if layout:
+        print("  dense_layout: x @ W + b, W row-major / W column-major, inference | training step")
+        for q in layout["points"]:
+            print(f"    [{q['in']}, {q['out']}] batch {q['batch']:4d}: {q['forward']:.3f} | "
+                  f"{q['forward_backward']:.3f}")
+        print(f"    geometric mean: {layout['forward_geomean']:.3f} | {layout['forward_backward_geomean']:.3f}")
     print(f"  graph alone (load values=False): {results['graph_only_load']['ours_s'] * 1e3:.2f} ms")
     for key, target in (("save_fsync", 1.1), ("load", 1.1), ("load_touched", 1.1),
                         ("restore_10pct", 1.2), ("restore_10pct_touched", 1.2)):

@@ -16,9 +16,10 @@ Reading follows the index, so shards of any name (older ``<stem>-00001-of-0000N.
 Writes are atomic: a temporary file in the same folder, flushed (and fsync'ed with ``fsync=True``),
 then renamed over the target, so an interrupted save leaves the previous checkpoint intact. Each
 tensor's bytes are copied at most once on the way to the file: contiguous tensors are written from
-their own memory, others (column-major kernels) slice by slice through one reused buffer. Reading checks the header
-length against the file size before allocating, validates every header entry, and reads only the
-tensors asked for (``TensorFile.read``) through safetensors' copy-on-write memory maps. No pickle anywhere.
+their own memory, others (views such as a transposed torch weight) slice by slice through one reused
+buffer. Reading checks the header length against the file size before allocating, validates every
+header entry, and reads only the tensors asked for (``TensorFile.read``) through safetensors'
+copy-on-write memory maps. No pickle anywhere.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx as fx
+from torch import nn
+from torch.nn.modules import module as _module_hooks
 
 from graphdnn import budget, fusion, module_slots
 from graphdnn.bulk import paused_gc
@@ -84,9 +86,9 @@ class CompiledGraph(fx.GraphModule):
 
     Calling it checks the feeds first (``check_inputs``, default True; set it False on a module or on the
     class to skip): each input's rank, known dimensions and kind of dtype against its tensor in the graph,
-    with an ``InputError`` naming the input (skipped while ``torch.compile`` traces). Numpy arrays are
-    accepted (converted, floating ones to the module's floating dtype, moved to its device), and inputs may
-    be given by name: ``model(X=a)``, ``model(**{"X:0": a})``.
+    with an ``InputError`` naming the input (skipped while ``torch.compile`` or ``torch.jit.trace`` traces).
+    Numpy arrays are accepted (converted, floating ones to the module's floating dtype, moved to its device),
+    and inputs may be given by name: ``model(X=a)``, ``model(**{"X:0": a})``.
     ``torch.save(model)`` pickles the graph (as JSON) and the variables; ``torch.load(path,
     weights_only=False)`` recompiles it."""
 
@@ -99,9 +101,12 @@ class CompiledGraph(fx.GraphModule):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             args, kwargs = self._bind(args, kwargs)
-        if self.check_inputs and not torch.compiler.is_compiling():
+        tracing = _tracing_state()
+        if self.check_inputs and not tracing and not _is_compiling():
             args = self._checked(args)
-        return super().__call__(*args, **kwargs)
+        if self._compiled_call_impl is None and not tracing and not _hooked(self):
+            return self.forward(*args)  # what nn.Module.__call__ does here, without its layers of calls
+        return nn.Module.__call__(self, *args)
 
     def _bind(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         """Positional inputs from feeds named by tensor (``X:0``), op (``X``) or argument (``x``) name."""
@@ -136,9 +141,9 @@ class CompiledGraph(fx.GraphModule):
         if len(args) != len(specs):
             raise InputError(f"this module takes {len(specs)} input(s) {self.input_names}, got {len(args)}")
         converted = None
-        for i, value in enumerate(args):
-            name, rank, fixed, dtype, floating = specs[i]
-            if not isinstance(value, torch.Tensor):
+        for i, (value, spec) in enumerate(zip(args, specs)):  # runs at every call: kept lean
+            name, rank, fixed, dtype, floating = spec
+            if type(value) is not torch.Tensor and not isinstance(value, torch.Tensor):
                 if not isinstance(value, (np.ndarray, np.generic)) or value.dtype.kind in "OUSV":
                     continue  # a Python number, a traced proxy, strings: left to the lowering
                 value = self._from_numpy(value, dtype, name)
@@ -147,11 +152,11 @@ class CompiledGraph(fx.GraphModule):
             if rank is not None:
                 shape = value.shape
                 if len(shape) != rank:
-                    raise InputError(f"input {name!r} expects shape {_show_shape(specs[i])}, got {list(shape)}")
+                    raise InputError(f"input {name!r} expects shape {_show_shape(spec)}, got {list(shape)}")
                 for axis, size in fixed:
                     if shape[axis] != size:
-                        raise InputError(f"input {name!r} expects shape {_show_shape(specs[i])}, got {list(shape)}")
-            if floating is not None and value.is_floating_point() is not floating:
+                        raise InputError(f"input {name!r} expects shape {_show_shape(spec)}, got {list(shape)}")
+            if floating is not None and value.dtype.is_floating_point is not floating:
                 raise InputError(f"input {name!r} expects {str(dtype).replace('torch.', '')}, got "
                                  f"{str(value.dtype).replace('torch.', '')}")
         return args if converted is None else tuple(converted)
@@ -236,16 +241,21 @@ class CompiledGraph(fx.GraphModule):
         """Regenerate ``forward``. With ``FX_GRAPH_SHOW_META=1`` torch.fx writes every node's ``meta``
         into the source; graphdnn's entries hold names read from files, so they are left out of it."""
         module_slots.install(self)  # generated code reads variables without nn.Module.__getattr__
-        if os.environ.get("FX_GRAPH_SHOW_META", "0") != "1":
-            return super().recompile()
-        saved = [(node, node.meta) for node in self.graph.nodes]
-        for node, meta in saved:
-            node.meta = {k: v for k, v in meta.items() if not k.startswith("graphdnn_")}
         try:
-            return super().recompile()
-        finally:
+            if os.environ.get("FX_GRAPH_SHOW_META", "0") != "1":
+                return super().recompile()
+            saved = [(node, node.meta) for node in self.graph.nodes]
             for node, meta in saved:
-                node.meta = meta
+                node.meta = {k: v for k, v in meta.items() if not k.startswith("graphdnn_")}
+            try:
+                return super().recompile()
+            finally:
+                for node, meta in saved:
+                    node.meta = meta
+        finally:
+            # torch.fx routes calls through two wrappers of its own (they add the generated line to an
+            # error's message); graphdnn's call goes straight to forward, whose frames name the line anyway
+            type(self).__call__ = CompiledGraph.__call__
 
     def variable(self, name: str) -> torch.Tensor:
         """The parameter or buffer of variable ``name`` (graph name, e.g. ``hidden1/kernel``)."""
@@ -334,6 +344,18 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     if backend != "eager":
         _accelerate(module, backend)
     return module
+
+
+_is_compiling = torch.compiler.is_compiling
+_tracing_state = torch._C._get_tracing_state
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether a call of ``module`` must run hooks (its own or global ones), as ``nn.Module.__call__`` asks."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or _module_hooks._global_forward_hooks
+                or _module_hooks._global_forward_pre_hooks or _module_hooks._global_backward_hooks
+                or _module_hooks._global_backward_pre_hooks)
 
 
 def _accelerate(module: CompiledGraph, backend: str) -> None:

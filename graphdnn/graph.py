@@ -24,7 +24,7 @@ from graphdnn.dtypes import dtype_name, is_container_type, value_type_name
 from graphdnn.errors import GraphError
 from graphdnn.names import check_name, split_tensor_name, tensor_name
 from graphdnn.opset import DEFAULT_OPSET, GRAPHDNN_DOMAIN
-from graphdnn.small_dtypes import SMALL_DTYPES, clone, int_range, storage
+from graphdnn.small_dtypes import SMALL_DTYPES, clone, int_range, is_small, storage
 
 Shape = tuple[int | None, ...]
 VARIABLE, PLACEHOLDER = "Variable", "Placeholder"
@@ -404,13 +404,12 @@ class Graph:
             with torch.no_grad():
                 storage(current).copy_(storage(tensor))  # int4 & co. copy as their bytes
             return
-        if op.attrs.get("layout") == "io" and tensor.dim() == 2:
-            # [in, out] kernels are kept column-major, the memory order of torch's Linear weights:
-            # x @ kernel then runs the same GEMM as nn.Linear (MKL: forward about 1.3x faster for 1024-4096
-            # wide layers; benchmarks/checkpoint_io.py dense_layout). Saving reorders them (one copy).
-            owned = tensor if not copy and tensor.t().is_contiguous() else tensor.t().contiguous().t()
-        else:
-            owned = clone(tensor) if copy else tensor
+        if not copy:
+            owned = tensor
+        elif tensor.is_contiguous() or is_small(tensor.dtype):
+            owned = clone(tensor)
+        else:  # copied anyway: row-major, the order a checkpoint holds (saved and loaded without reordering)
+            owned = tensor.contiguous()
         if op.attrs["trainable"] and tensor.is_floating_point():
             self.values[name] = torch.nn.Parameter(owned, requires_grad=not op.attrs.get("frozen", False))
         else:

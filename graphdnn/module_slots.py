@@ -24,12 +24,17 @@ class _Slot(property):
     ``nn.Module``'s own rules."""
 
     def __init__(self, name: str) -> None:
-        def get(module: nn.Module) -> Any:
+        def get(module: nn.Module) -> Any:  # nn.Module.__getattr__'s order, unrolled: it runs at every read
             d = module.__dict__
-            for store in _STORES:
-                value = d[store].get(name)
-                if value is not None:
-                    return value
+            value = d["_parameters"].get(name)
+            if value is not None:
+                return value
+            value = d["_buffers"].get(name)
+            if value is not None:
+                return value
+            value = d["_modules"].get(name)
+            if value is not None:
+                return value
             if name in d:  # a plain attribute set after the name left the stores
                 return d[name]
             return nn.Module.__getattr__(module, name)  # a registered None, or the usual AttributeError

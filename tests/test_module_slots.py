@@ -90,3 +90,35 @@ def test_names_the_class_defines_are_left_alone():
 class _Doubled(torch.nn.Module):
     def forward(self, w):
         return 2 * w
+
+
+def test_calls_run_hooks_tracing_and_compiled_forwards_as_nn_module_does():
+    """A call goes straight to ``forward`` only when ``nn.Module.__call__`` would: hooks of the module and
+    global ones still run, ``torch.jit.trace`` still traces, a ``torch.compile``'d module still runs compiled."""
+    _, m = _model()
+    x = torch.randn(5, 4)
+    seen = []
+    pre = m.register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
+    post = m.register_forward_hook(lambda mod, args, out: seen.append(out.detach().clone()) or out + 1)
+    torch.testing.assert_close(m(x), _reference(m, 2 * x) + 1)
+    torch.testing.assert_close(seen[-1], _reference(m, 2 * x))
+    pre.remove()
+    post.remove()
+    torch.testing.assert_close(m(x), _reference(m, x))
+    grads = []
+    back = m.register_full_backward_hook(lambda mod, gin, gout: grads.append(gout[0].clone()))
+    m(x).sum().backward()
+    back.remove()
+    torch.testing.assert_close(grads[0], torch.ones(5, 2))
+    calls = []
+    glob = torch.nn.modules.module.register_module_forward_hook(lambda mod, args, out: calls.append(type(mod)))
+    try:
+        m(x)
+    finally:
+        glob.remove()
+    assert calls and isinstance(m, calls[-1])
+    traced = torch.jit.trace(m, (x,), check_trace=False)
+    torch.testing.assert_close(traced(x), _reference(m, x))
+    m.compile(backend="eager")
+    assert m._compiled_call_impl is not None
+    torch.testing.assert_close(m(x), _reference(m, x))
