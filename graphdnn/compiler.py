@@ -27,7 +27,7 @@ import keyword
 import operator
 import os
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,7 +103,9 @@ class CompiledGraph(fx.GraphModule):
             args, kwargs = self._bind(args, kwargs)
         tracing = _tracing_state()
         if self.check_inputs and not tracing and not _is_compiling():
-            args = self._checked(args)
+            accept = self.__dict__.get("_accept")
+            if accept is None or not accept(args):  # the full check converts, or names what is wrong
+                args = self._checked(args)
         if self._compiled_call_impl is None and not tracing and not _hooked(self):
             return self.forward(*args)  # what nn.Module.__call__ does here, without its layers of calls
         return nn.Module.__call__(self, *args)
@@ -138,6 +140,7 @@ class CompiledGraph(fx.GraphModule):
         specs = self.__dict__.get("_input_specs")
         if specs is None:
             specs = self.__dict__["_input_specs"] = _input_specs(self.source_graph, self.input_names)
+            self.__dict__["_accept"] = _acceptor(specs)
         if len(args) != len(specs):
             raise InputError(f"this module takes {len(specs)} input(s) {self.input_names}, got {len(args)}")
         converted = None
@@ -398,6 +401,32 @@ def _input_specs(graph: Graph, refs: Sequence[str]) -> list[tuple[Any, ...]]:
             td = None
         specs.append((ref, len(shape) if known else None, fixed, td, None if td is None else td.is_floating_point))
     return specs
+
+
+def _acceptor(specs: list[tuple[Any, ...]]) -> Callable[[tuple], bool]:
+    """A function telling, in a few comparisons, whether a call's inputs are all tensors that pass their
+    ``specs``; when it says no, ``_checked`` runs (it converts numpy input or names what is wrong)."""
+    compact = tuple((rank, tuple(fixed), floating) for _, rank, fixed, _, floating in specs)
+    count, tensor = len(compact), torch.Tensor
+
+    def accept(args: tuple) -> bool:
+        if len(args) != count:
+            return False
+        for value, (rank, fixed, floating) in zip(args, compact):
+            if type(value) is not tensor:
+                return False
+            if rank is not None:
+                shape = value.shape
+                if len(shape) != rank:
+                    return False
+                for axis, size in fixed:
+                    if shape[axis] != size:
+                        return False
+            if floating is not None and value.dtype.is_floating_point is not floating:
+                return False
+        return True
+
+    return accept
 
 
 def _show_shape(spec: tuple[Any, ...]) -> str:

@@ -121,6 +121,11 @@ def test_feeds_are_checked_by_name_shape_and_dtype():
         torch.testing.assert_close(out, expected)
     with pytest.raises(InputError, match="did you mean 'X'"):
         model(XX=x)
+    for bad, message in ((torch.zeros(4, 783), r"expects shape \[None, 784\], got \[4, 783\]"),
+                         (torch.zeros(784), "expects shape"), (torch.zeros(4, 784, dtype=torch.int64), "float32")):
+        with pytest.raises(InputError, match=message):  # after accepted calls too
+            model(bad)
+    torch.testing.assert_close(model(torch.nn.Parameter(torch.from_numpy(x).float())), expected)  # a subclass
     model.check_inputs = False  # switched off: the lowering's own error
     with pytest.raises(RuntimeError):
         model(torch.zeros(4, 783))
