@@ -30,6 +30,10 @@ target       source                      conversion
 ``"hwio"``   torch ``OIHW``               ``permute(2, 3, 1, 0)``
 ===========  ==========================  ===============================================
 
+An LSTM/GRU variable held in torch's gate order (``layout`` ``"gates:torch:LSTM"``, see ``graphdnn.gate_order``)
+is adapted by ``graphdnn.restore`` itself: a tensor from a source that does not say otherwise (any foreign one)
+is in ONNX's gate order and is permuted; one from a graphdnn checkpoint or graph with the same marker is not.
+
 Batch norm: torch's ``momentum`` is ``1 - m`` of TF/Keras/ONNX's ``m`` and its default epsilon is
 1e-5 (TF: 1e-3); ``load_weights`` sets the target ``BatchNormalization`` op's ``momentum`` and
 ``epsilon`` to the source's (a module's real values, or torch's defaults for a state dict).
@@ -382,7 +386,9 @@ def _from_safetensors(path: Path) -> NamedTensors:
 
     tf = TensorFile(path)
     readers = {n: (lambda n=n: tf.read_one(n)) for n in tf.names()}
-    return NamedTensors(readers, {n: tf.info(n) for n in tf.names()}, label=str(path))
+    named = NamedTensors(readers, {n: tf.info(n) for n in tf.names()}, label=str(path))
+    named.graph_json, named.metadata = tf.graph_json, tf.metadata  # a checkpoint's graph tells its layouts
+    return named
 
 
 def _from_tf_checkpoint(path: str | os.PathLike, skip_optimizer_slots: bool) -> NamedTensors:

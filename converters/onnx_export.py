@@ -14,6 +14,9 @@ The mapping is close to identity, because graphdnn's op vocabulary is the ONNX o
   and an op's ``meta["onnx_outputs"]`` / ``meta["onnx_name"]`` override the defaults above;
 * inference form: graphdnn-domain ``StopGradient``/``AlphaDropout`` and ``Dropout`` become
   ``Identity`` (same node and value names), ``BatchNormalization`` loses ``training_mode``.
+* an LSTM/GRU whose weights are held in torch's gate order (``gate_order="torch"``, see
+  ``graphdnn.gate_order``) is a standard ONNX LSTM/GRU: the attribute is dropped and the variables marked
+  ``gates:torch`` are written in ONNX's gate order.
 
 * a dense layer's ``MatMul`` + bias ``Add`` becomes one ``Gemm`` node named after the ``Add``
   (``fuse_gemm=False`` keeps them apart); the ``MatMul``'s names go to ``graphdnn.fused_gemm``
@@ -48,6 +51,7 @@ from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
 from graphdnn.dtypes import is_container_type, onnx_code
 from graphdnn.errors import GraphError
+from graphdnn.gate_order import gate_kind, permute_gates
 from graphdnn.graph import Graph, Op, Tensor
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
@@ -158,6 +162,26 @@ def _inference_form(op: Op) -> tuple[str, str, list[str | None], dict[str, Any]]
     if op.type == "BatchNormalization" and not op.domain:
         attrs.pop("training_mode", None)
     return op.domain, op.type, list(op.inputs), attrs
+
+
+def _onnx_gates(graph: Graph, op: Op, attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` without ``gate_order``, once every ``W``/``R``/``B`` of an op in torch's gate order is checked
+    to be a variable marked ``gates:torch`` (written back in ONNX's order)."""
+    if op.type not in ("LSTM", "GRU") or op.domain or "gate_order" not in attrs:
+        return attrs
+    attrs = dict(attrs)
+    order = attrs.pop("gate_order")
+    if order in (None, "onnx"):
+        return attrs
+    for ref in op.inputs[1:4]:
+        if ref is None:
+            continue
+        var = graph.get_operation(ref)
+        if order != "torch" or not var.is_variable or gate_kind(var.attrs.get("layout")) != op.type:
+            raise GraphError(f"op {op.name!r} ({op.type}, gate_order {order!r}) reads {ref!r}, which is not a "
+                             f"variable marked gates:torch:{op.type}; ONNX cannot express its gate order (call "
+                             "graphdnn.gate_order.to_onnx_gate_order on a graph whose weights are variables)")
+    return attrs
 
 
 def _schema(op_type: str, opset: int, domain: str) -> Any:
@@ -277,7 +301,11 @@ def build_model(
     for op_name in order:
         op = graph.get_operation(op_name)
         if op.is_variable:
-            initializers.append(torch_to_proto(graph.values[op.name], names[op.output()]))
+            value = graph.values[op.name]
+            kind = gate_kind(op.attrs.get("layout"))
+            if kind is not None:  # held in torch's gate order
+                value = permute_gates(value.detach(), kind, to="onnx", name=op.name)
+            initializers.append(torch_to_proto(value, names[op.output()]))
             continue
         if op_name in absorbed:
             continue
@@ -288,6 +316,7 @@ def build_model(
             fused_meta[gemm_name] = {"matmul": mm.meta.get("onnx_name", mm.name), "matmul_output": names[mm.output()]}
             continue
         domain, op_type, ins, attrs = forms[op_name]
+        attrs = _onnx_gates(graph, op, attrs)
         where = f"op {op.name!r} ({op_type})"
         version = target if domain == "" else graph.opset.get(domain, 1)
         used_domains.setdefault(domain, version)

@@ -62,6 +62,7 @@ from graphdnn.atomic import file_identity
 from graphdnn.bulk import paused_gc
 from graphdnn.dtypes import dtype_name, torch_dtype
 from graphdnn.errors import FileFormatError, GraphDNNError, ResourceLimitError, UnknownOpError, reading_file
+from graphdnn.gate_order import to_torch_gate_order
 from graphdnn.graph import Graph, ValueInfo
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
@@ -106,8 +107,15 @@ _FLOAT_CODES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, Tens
 
 def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, trainable: TrainablePolicy = "auto",
               *, name: str | None = None, external_data_dir: str | os.PathLike[str] | None = None,
-              max_bytes: int | None = None) -> Graph:
+              max_bytes: int | None = None, gate_order: str = "torch") -> Graph:
     """Import an ONNX model (a path, serialized bytes or a ``ModelProto``) as a graph.
+
+    ``gate_order="torch"`` (the default) stores the ``W``/``R``/``B`` initializers of the LSTM/GRU nodes that
+    torch's fused kernels run with their gate blocks in torch's order, once, so no call reorders them
+    (``graphdnn.gate_order.to_torch_gate_order``): ``graph.values`` of such a variable then differ from the file's
+    initializer by that row permutation, and its ``layout`` attribute says ``"gates:torch:LSTM"`` (or ``GRU``).
+    Export, ``graphdnn.restore`` and checkpoints account for it. ``gate_order="onnx"`` keeps the file's values.
+    ``graph.meta["import_summary"]`` counts the converted ops.
 
     Tensors stored as external data are read only from inside the model file's folder (relative paths,
     no ``..``, no symbolic link out; ``graphdnn.converters.onnx_tensors.load_external_data``).
@@ -118,12 +126,16 @@ def load_onnx(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto, t
     a memory budget of 16 x the model's bytes (external data included) + 256 MiB, or ``max_bytes``;
     going over raises ``ResourceLimitError`` (see ``graphdnn.budget``)."""
     policy = _policy(trainable)
+    if gate_order not in ("torch", "onnx"):
+        raise GraphDNNError(f"gate_order must be 'torch' or 'onnx', not {gate_order!r}")
     path = path_or_model if isinstance(path_or_model, (str, os.PathLike)) else None
     with budget.load_scope(path, max_bytes=max_bytes) as scope, reading_file(path, "ONNX model"):
         model, source = _read(path_or_model, external_data_dir)
         scope.add_source(max(0, model.ByteSize() - (os.path.getsize(path) if path is not None else 0)))
         with paused_gc():
             graph = _Importer(split_fused(model), source, policy, name).run()
+        if gate_order == "torch" and to_torch_gate_order(graph):
+            graph.meta["import_summary"] = import_summary(graph)
         budget.remember(graph, scope)
         return graph
 
@@ -230,15 +242,25 @@ def _policy(trainable: TrainablePolicy) -> Callable[[str, torch.Tensor], bool | 
 
 def import_summary(graph: Graph) -> dict[str, Any]:
     """What the trainability policy decided, for ``graph.meta["import_summary"]``: counts of the variables
-    and a line of text (``N trainable tensors, M state, K constants``); state is what batch norm updates."""
+    and a line of text (``N trainable tensors, M state, K constants``); state is what batch norm updates. With
+    LSTM/GRU ops, ``recurrent_gate_order`` counts them by the gate order their weights are held in
+    (``{"torch": N, "onnx": M}``) and the text says how many hold torch's."""
     state = {r for op in graph.operations() if op.type == "BatchNormalization" and not op.domain
              for r in op.inputs[3:5] if r}
     counts = {"trainable": 0, "state": 0, "constant": 0}
     for v in graph.variables():
         counts["trainable" if v.attrs["trainable"] else "state" if v.output() in state else "constant"] += 1
     text = f"{counts['trainable']} trainable tensors, {counts['state']} state, {counts['constant']} constants"
-    return {"trainable": counts["trainable"], "state": counts["state"], "constants": counts["constant"],
-            "text": text}
+    summary: dict[str, Any] = {"trainable": counts["trainable"], "state": counts["state"],
+                               "constants": counts["constant"]}
+    orders = [op.attrs.get("gate_order") or "onnx" for op in graph.operations()
+              if op.type in ("LSTM", "GRU") and not op.domain]
+    if orders:
+        summary["recurrent_gate_order"] = {k: orders.count(k) for k in ("torch", "onnx") if k in orders}
+        if "torch" in orders:
+            text += f"; {orders.count('torch')} of {len(orders)} LSTM/GRU ops hold their weights in torch's gate order"
+    summary["text"] = text
+    return summary
 
 
 def _domain(domain: str) -> str:

@@ -96,7 +96,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, *, transA: int = 0, 
 def softmax_cross_entropy_mean(scores: torch.Tensor, labels: torch.Tensor, *, keep_rank: int = 0) -> torch.Tensor:
     """The mean over every element of ``SoftmaxCrossEntropyLoss(reduction="none")``; ``keep_rank``: the
     rank of ReduceMean's ``keepdims=1`` result (all ones)."""
-    loss = F.cross_entropy(scores, labels.to(torch.int64))
+    loss = F.cross_entropy(scores, labels if labels.dtype == torch.int64 else labels.to(torch.int64))
     return loss.reshape((1,) * keep_rank) if keep_rank else loss
 
 
@@ -462,7 +462,7 @@ class _Plan:
             absorbed += [prev, *merged[1]]
         if len(chain) < 2:
             return None
-        kind, direction, mode, bias, hidden = layer
+        kind, direction, mode, bias, hidden, gate_order = layer
         chain.reverse()
         refs = [chain[0].inputs[0]]
         for layer_op in chain:
@@ -482,10 +482,12 @@ class _Plan:
             kwargs["direction"] = direction
         if mode:
             kwargs["mode"] = mode
+        if gate_order != "onnx":
+            kwargs["gate_order"] = gate_order
         return Fusion(op.name, tuple(o.name for o in absorbed), tuple(refs), rnn_ops.stacked, kwargs)
 
-    def _recurrent_layer(self, op: Op) -> tuple[str, str, str, bool, int] | None:
-        """``(kind, direction, mode, bias, hidden)`` when recurrent ``op`` runs as one layer of torch's
+    def _recurrent_layer(self, op: Op) -> tuple[str, str, str, bool, int, str] | None:
+        """``(kind, direction, mode, bias, hidden, gate_order)`` when recurrent ``op`` runs as one layer of torch's
         multi-layer kernel: layout 0, forward or bidirectional, default activations (RNN: Tanh or Relu), no clip,
         ``sequence_lens``, peepholes or ``input_forget``, GRU with ``linear_before_reset``, float32/float64."""
         attrs, kind = op.attrs, op.type
@@ -516,9 +518,12 @@ class _Plan:
         if len(dtypes) != 1 or not dtypes <= _WIDE_FLOATS or self.rank(inputs[0]) != 3:
             return None
         bias = len(inputs) > 3 and inputs[3] is not None
-        return kind, direction, mode, bias, int(attrs["hidden_size"])
+        gate_order = attrs.get("gate_order") or "onnx"
+        if gate_order not in ("onnx", "torch"):
+            return None
+        return kind, direction, mode, bias, int(attrs["hidden_size"]), gate_order
 
-    def _merged(self, ref: str, layer: tuple[str, str, str, bool, int]) -> tuple[str, list[Op]] | None:
+    def _merged(self, ref: str, layer: tuple[str, str, str, bool, int, str]) -> tuple[str, list[Op]] | None:
         """``(Y, glue ops)`` when ``ref`` is a recurrent op's ``Y`` [seq, dirs, batch, H] with its directions
         merged: ``Squeeze`` of axis 1 (one direction) or ``Transpose(perm=[0, 2, 1, 3])`` then ``Reshape`` to
         [seq, batch, dirs * H] (a constant shape, or shape arithmetic on the transposed tensor's shape that
@@ -639,8 +644,8 @@ def _reshaped(shape: Sequence[int], target: Sequence[int], allowzero: int) -> li
 
 
 _RECURRENT_ATTRS = {
-    "LSTM": frozenset({"hidden_size", "direction", "layout", "activations", "input_forget"}),
-    "GRU": frozenset({"hidden_size", "direction", "layout", "activations", "linear_before_reset"}),
+    "LSTM": frozenset({"hidden_size", "direction", "layout", "activations", "input_forget", "gate_order"}),
+    "GRU": frozenset({"hidden_size", "direction", "layout", "activations", "linear_before_reset", "gate_order"}),
     "RNN": frozenset({"hidden_size", "direction", "layout", "activations"}),
 }
 _PATTERNS = {"Add": _Plan.bias_add, "Gemm": _Plan.gemm, "Conv": _Plan.zero_bias_conv, "ReduceMean": _Plan.mean_loss,

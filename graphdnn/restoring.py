@@ -40,6 +40,7 @@ import torch
 from graphdnn import formats, graph_hooks
 from graphdnn.dtypes import dtype_name, torch_dtype
 from graphdnn.errors import GraphError, RestoreError
+from graphdnn.gate_order import GATES_TORCH, gate_kind, permute_gates
 from graphdnn.graph import Graph
 from graphdnn.suggest import did_you_mean
 
@@ -79,10 +80,11 @@ def _as_tensor(value: Any, name: str) -> torch.Tensor:
 
 
 class MappingSource:
-    """A ``TensorSource`` over a mapping of name -> tensor / ndarray / ``LazyTensor`` / callable."""
+    """A ``TensorSource`` over a mapping of name -> tensor / ndarray / ``LazyTensor`` / callable; ``graph``: the
+    graph whose variables the tensors are, when known (it tells their layouts)."""
 
-    def __init__(self, mapping: Mapping[str, Any], label: str = "<mapping>") -> None:
-        self.mapping, self.label = mapping, label
+    def __init__(self, mapping: Mapping[str, Any], label: str = "<mapping>", graph: Graph | None = None) -> None:
+        self.mapping, self.label, self.graph = mapping, label, graph
 
     def names(self) -> list[str]:
         return list(self.mapping)
@@ -120,11 +122,12 @@ def as_source(source: Any) -> tuple[TensorSource, str]:
             return read_tensors(path), str(path)
         from graphdnn.loading import load
 
-        return MappingSource(load(path).values, str(path)), str(path)
+        loaded = load(path)
+        return MappingSource(loaded.values, str(path), loaded), str(path)
     if isinstance(source, Graph):
-        return MappingSource(source.values, f"graph {source.name!r}"), f"graph {source.name!r}"
+        return MappingSource(source.values, f"graph {source.name!r}", source), f"graph {source.name!r}"
     if hasattr(source, "graph_state_dict"):
-        return MappingSource(source.graph_state_dict(), "module"), "module"
+        return MappingSource(source.graph_state_dict(), "module", getattr(source, "source_graph", None)), "module"
     if isinstance(source, Mapping):
         return MappingSource(source), "<mapping>"
     if all(hasattr(source, a) for a in ("names", "info", "read")):
@@ -357,6 +360,9 @@ def restore(
     ``skip_mismatched``. ``dtype`` None casts values to each variable's dtype (casts are reported);
     a dtype converts the restored variables to it. ``convert(target_name, tensor, target_shape)``
     is a per-variable layout hook (transpose a foreign kernel...), applied before the shape check.
+    LSTM/GRU weights held in torch's gate order (``layout`` ``gates:torch:...``, ``graphdnn.gate_order``) in the
+    target or in a graphdnn source get their gate rows permuted where the two orders differ (a foreign source
+    holds ONNX's order).
     Only the matched tensors are read; on error nothing is written."""
     tgt = _Target(target)
     src, label = as_source(source)
@@ -388,10 +394,16 @@ def restore(
             report.cast[t] = (dtype_name(s_dtype), dtype_name(t_dtype))
     by_source = {s: t for t, s in todo.items()}
     owned = type(src).__name__ == "TensorFile"  # its reads are fresh tensors, nobody else holds them
+    regate = _gate_conversions(tgt, src, todo, report)
     known = all(s_specs[s] is not None for s in by_source)
     if known:  # shapes were checked from the header: stream, one tensor in memory at a time
         for s, value in src.read(list(by_source)):
-            tgt.write(by_source[s], value, want_dtype, owned)
+            t = by_source[s]
+            if t in regate:
+                value, owned_one = permute_gates(value, *regate[t], name=s), True
+            else:
+                owned_one = owned
+            tgt.write(t, value, want_dtype, owned_one)
         return report
     staged: dict[str, torch.Tensor] = {}
     for s, value in src.read(list(by_source)):
@@ -403,6 +415,8 @@ def restore(
             report.matched.remove(t)
             report.shape_mismatched.append((t, tuple(value.shape), tuple(shape)))
             continue
+        if t in regate:
+            value = permute_gates(value, *regate[t], name=s)
         if value.dtype != (want_dtype or tgt.dtype(t)):
             report.cast[t] = (dtype_name(value.dtype), dtype_name(want_dtype or tgt.dtype(t)))
         staged[t] = value
@@ -410,6 +424,59 @@ def restore(
     for t, value in staged.items():
         tgt.write(t, value, want_dtype, owned and convert is None)
     return report
+
+
+def _gate_conversions(tgt: _Target, src: TensorSource, todo: Mapping[str, str], report: RestoreReport
+                      ) -> dict[str, tuple[str, str]]:
+    """The targets whose source tensor holds the other LSTM/GRU gate order (``graphdnn.gate_order``): target ->
+    ``(kind, order to take it to)``, noted in ``report.converted``. A source tells its order when it comes with
+    its graph (a graph, a compiled module, a graphdnn checkpoint, a model file): the variable's ``layout``
+    marker. Any other source (arrays, foreign checkpoints) holds ONNX's order, the one ONNX defines for these
+    tensors; a graphdnn-written file without its graph cannot tell and raises ``RestoreError``."""
+    marked = {t: kind for t in todo if (kind := gate_kind(tgt.graph.get_operation(t).attrs.get("layout")))}
+    graph = _source_graph(src, sorted(marked))
+    if not marked and graph is None:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for t, s in todo.items():
+        want, held = marked.get(t), None
+        if graph is not None and s in graph.nx:
+            op = graph.get_operation(s)
+            held = gate_kind(op.attrs.get("layout")) if op.is_variable else None
+        if held == want:
+            continue
+        if held is not None and want is not None:
+            raise RestoreError(f"source {s!r} holds {held} gates in torch's order; target {t!r} is an {want} "
+                               "variable: they cannot be the same weights")
+        out[t] = (want, "torch") if want is not None else (held, "onnx")
+        note = (f"{want} gate rows from ONNX's order to torch's ({GATES_TORCH})" if want is not None
+                else f"{held} gate rows from torch's order to ONNX's")
+        report.converted[t] = f"{report.converted[t]}; {note}" if t in report.converted else note
+    return out
+
+
+def _source_graph(src: TensorSource, targets: list[str]) -> Graph | None:
+    """The graph ``src``'s tensors belong to when it says and may hold tensors in torch's gate order; None for
+    foreign tensors or a checkpoint none of whose variables is marked."""
+    graph = getattr(src, "graph", None)
+    if isinstance(graph, Graph):
+        return graph
+    graph_json = getattr(src, "graph_json", None)
+    if not callable(graph_json):
+        return None
+    text = graph_json()
+    if text is not None:
+        if GATES_TORCH not in text:
+            return None
+        from graphdnn.serialize import graph_from_json
+
+        return graph_from_json(text, str(getattr(src, "path", "<checkpoint>")))
+    if targets and any(str(k).startswith("graphdnn.") for k in (getattr(src, "metadata", None) or {})):
+        raise RestoreError(f"{getattr(src, 'path', 'the source')}: a graphdnn file without its graph cannot tell "
+                           f"the gate order of the LSTM/GRU weights {targets[:5]} (held in torch's order here, "
+                           f"{GATES_TORCH}); restore from the checkpoint with its graph, or from a mapping of tensors "
+                           "in ONNX's gate order (graphdnn.gate_order.permute_gates(t, kind, to='onnx'))")
+    return None
 
 
 #: ``graph.meta`` key of the source names a converter recorded: ``{source name: [variable, layout]}``, layout

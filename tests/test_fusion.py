@@ -637,11 +637,14 @@ _STACKS = [
 ]
 
 
+@pytest.mark.parametrize("gate_order", ["torch", "onnx"])
 @pytest.mark.parametrize(("op", "layers", "dirs", "glue", "states", "attrs"), _STACKS)
-def test_stacked_recurrent_layers_run_as_one_kernel_call(op, layers, dirs, glue, states, attrs):
+def test_stacked_recurrent_layers_run_as_one_kernel_call(op, layers, dirs, glue, states, attrs, gate_order):
+    """Imported with the weights held in torch's gate order (the default) or in ONNX's."""
     hidden = 5
     model, inputs, inits = _stacked(op, layers, dirs, glue, states, attrs, hidden=hidden)
-    module = _compiled(model)
+    module = gd.compile(load_onnx(model, trainable="float", gate_order=gate_order))
+    rows = _torch_rows if gate_order == "onnx" else lambda a, op, hidden: a  # torch order: held as torch's
     assert module.code.count("rnn_stacked(") == 1 and f"layers = {layers}" in module.code
     feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
     got = module(*feeds)
@@ -661,7 +664,7 @@ def test_stacked_recurrent_layers_run_as_one_kernel_call(op, layers, dirs, glue,
                                (module.variable(f"r{k}").grad[d].numpy(), "weight_hh"),
                                (gb[: gates * hidden], "bias_ih"), (gb[gates * hidden :], "bias_hh")):
                 want = getattr(ref, f"{name}_{sfx}").grad.numpy()
-                np.testing.assert_allclose(_torch_rows(grad, op, hidden), want, rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(rows(grad, op, hidden), want, rtol=1e-4, atol=1e-5)
 
 
 def _set_initializer(model, name, value):
@@ -708,6 +711,25 @@ def test_stacked_layers_of_other_settings_run_one_by_one():
     assert "rnn_stacked(" in _compiled(model).code
     _set_initializer(model, "merge", np.array([-1, 3, 10], np.int64))
     assert "rnn_stacked(" not in _compiled(model).code  # a fixed batch of 3: not the merge for every batch
+
+
+def test_stacked_layers_in_different_gate_orders_run_one_by_one():
+    """A layer whose weights are held in torch's gate order is not joined with one in ONNX's order."""
+    from graphdnn.gate_order import permute_gates
+
+    model, inputs, _ = _stacked("LSTM", 2, 2, "reshape", {0, 1})
+    graph = load_onnx(model, trainable="float", gate_order="onnx")
+    first = next(op for op in graph.operations() if op.type == "LSTM")
+    for ref in first.inputs[1:4]:  # the first layer only, by hand
+        var = graph.get_operation(ref)
+        with torch.no_grad():
+            graph.values[var.name].copy_(permute_gates(graph.values[var.name], "LSTM", to="torch"))
+        var.attrs["layout"] = "gates:torch:LSTM"
+    first.attrs["gate_order"] = "torch"
+    module = gd.compile(graph)
+    assert "rnn_stacked(" not in module.code
+    feeds = [torch.from_numpy(inputs[n.split(":")[0]]) for n in module.input_names]
+    np.testing.assert_allclose(module(*feeds).detach().numpy(), run_ort(model, inputs)[0], rtol=1e-5, atol=1e-5)
 
 
 # -- bias-free convolutions with a zero bias built at run time ------------------------------------------

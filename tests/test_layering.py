@@ -44,6 +44,7 @@ LAYER_OF = {
     "graphdnn.nn": "ops",
     "graphdnn.layers": "ops",
     "graphdnn.regularizers": "ops",
+    "graphdnn.gate_order": "ops",
     # compile: graphs to modules, and what works on graphs and modules (files, restore, surgery, pictures)
     "graphdnn.compiler": "compile",
     "graphdnn.fusion": "compile",

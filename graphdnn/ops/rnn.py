@@ -6,6 +6,9 @@ peepholes; GRU with ``linear_before_reset=1``; float32/float64) runs through tor
 kernels (``torch.lstm``/``gru``/``rnn_*``, what ``nn.LSTM`` & co. call), with ONNX's gate order mapped
 to torch's by one row gather per tensor that autograd sees, so gradients reach the ONNX ``W``/``R``/``B``
 tensors; calls that need no gradient reuse the mapped weights while ``W``/``R``/``B`` are unchanged.
+LSTM and GRU take a graphdnn attribute ``gate_order``: absent or ``"onnx"``, ONNX's semantics; ``"torch"``,
+the gate blocks of the rows of ``W``, ``R`` and of each half of ``B`` are in torch's order (LSTM i, f, g, o;
+GRU r, z, n), which the fused kernels read as they are (``graphdnn.gate_order`` converts graphs to it).
 ``stacked`` runs several such layers, joined as the exporters join the layers of a multi-layer module, as
 one multi-layer kernel call (``graphdnn.fusion`` plans it). Every
 other configuration unrolls the time loop in Python over the (static) sequence length, so compiled
@@ -168,11 +171,11 @@ class _Gates(torch.autograd.Function):
         return tuple(result)
 
 
-def _torch_params(kind, w, r, b, hidden, num_dir, more: tuple = ()) -> list[torch.Tensor]:
+def _torch_params(kind, w, r, b, hidden, num_dir, more: tuple = (), gate_order: str = "onnx") -> list[torch.Tensor]:
     """The fused kernel's weight list (per direction: W_ih, W_hh[, b_ih, b_hh], torch's gate order) from
-    ONNX's ``W``/``R``/``B``, differentiable back to them; ``more``: further layers' ``(W, R, B)``, whose
-    lists follow in the same autograd node."""
-    order = _TORCH_GATES[kind]
+    ``W``/``R``/``B`` (in ``gate_order``), differentiable back to them; ``more``: further layers' ``(W, R, B)``,
+    whose lists follow in the same autograd node (ONNX order) or are views of them (torch order)."""
+    order = _TORCH_GATES[kind] if _gate_order(gate_order) == "onnx" else None
     layers = ((w, r, b), *more)
     if order is None:
         out = []
@@ -188,23 +191,47 @@ def _torch_params(kind, w, r, b, hidden, num_dir, more: tuple = ()) -> list[torc
     return list(_Gates.apply(rows, bias_rows, *(t for layer in layers for t in layer if t is not None)))
 
 
+def _gate_order(gate_order: Any) -> str:
+    if gate_order in (None, "onnx", "torch"):
+        return gate_order or "onnx"
+    from graphdnn.errors import GraphError
+
+    raise GraphError(f"recurrent op attribute gate_order={gate_order!r}: expected 'onnx' or 'torch'")
+
+
+def _onnx_order(kind: str, w, r, b, hidden: int, gate_order: Any) -> tuple:
+    """``W``, ``R``, ``B`` with their gate blocks in ONNX's order (a differentiable row gather when they are in
+    torch's), for the Python time loop."""
+    order = _TORCH_GATES[kind]
+    if _gate_order(gate_order) == "onnx" or order is None:
+        return w, r, b
+    inverse = _gate_rows(tuple(order), hidden, 1, w.device)[1]
+    w, r = w.index_select(1, inverse), r.index_select(1, inverse)
+    if b is not None:
+        b = b.index_select(1, _gate_rows(tuple(order), hidden, 2, b.device)[1])
+    return w, r, b
+
+
 _PARAMS_CACHE: dict[tuple, tuple[Any, Any, Any, list[torch.Tensor]]] = {}
 _PARAMS_CACHE_ENTRIES = 64
 
 
-def _params(kind, w, r, b, hidden, num_dir) -> list[torch.Tensor]:
+def _params(kind, w, r, b, hidden, num_dir, gate_order: str = "onnx") -> list[torch.Tensor]:
     """``_torch_params``, remembered between calls that need no gradient (inference) while ``W``, ``R``, ``B``
-    are the same live tensors (weak references) at the same in-place version."""
+    are the same live tensors (weak references) at the same in-place version and storage (in torch's gate
+    order, the list holds views of them)."""
+    gate_order = _gate_order(gate_order)
     if torch.is_grad_enabled() and (w.requires_grad or r.requires_grad or (b is not None and b.requires_grad)):
-        return _torch_params(kind, w, r, b, hidden, num_dir)
+        return _torch_params(kind, w, r, b, hidden, num_dir, gate_order=gate_order)
     if w.is_inference() or r.is_inference() or (b is not None and b.is_inference()) or \
             torch.compiler.is_compiling():  # inference tensors have no version counter
-        return _torch_params(kind, w, r, b, hidden, num_dir)
-    key = (kind, hidden, num_dir, id(w), w._version, id(r), r._version, None if b is None else (id(b), b._version))
+        return _torch_params(kind, w, r, b, hidden, num_dir, gate_order=gate_order)
+    key = (kind, hidden, num_dir, gate_order, id(w), w._version, w.data_ptr(), id(r), r._version, r.data_ptr(),
+           None if b is None else (id(b), b._version, b.data_ptr()))
     entry = _PARAMS_CACHE.get(key)
     if entry is None or entry[0]() is not w or entry[1]() is not r or (b is not None and entry[2]() is not b):
         with torch.inference_mode(False), torch.no_grad():  # usable by later calls in any mode
-            params = [p.contiguous() for p in _torch_params(kind, w, r, b, hidden, num_dir)]
+            params = [p.contiguous() for p in _torch_params(kind, w, r, b, hidden, num_dir, gate_order=gate_order)]
         entry = (weakref.ref(w), weakref.ref(r), None if b is None else weakref.ref(b), params)
         if len(_PARAMS_CACHE) >= _PARAMS_CACHE_ENTRIES:
             _PARAMS_CACHE.clear()
@@ -212,7 +239,8 @@ def _params(kind, w, r, b, hidden, num_dir) -> list[torch.Tensor]:
     return entry[3]
 
 
-def _fused(kind, x, w, r, b, initial, *, hidden_size, direction, layout, mode="") -> tuple[torch.Tensor, ...]:
+def _fused(kind, x, w, r, b, initial, *, hidden_size, direction, layout, mode="", gate_order=None
+           ) -> tuple[torch.Tensor, ...]:
     """The op's outputs (``Y`` [seq, dirs, batch, H] or, ``layout`` 1, [batch, seq, dirs, H]; the final states)
     from torch's fused kernel."""
     if layout:
@@ -220,7 +248,7 @@ def _fused(kind, x, w, r, b, initial, *, hidden_size, direction, layout, mode=""
         initial = [s.transpose(0, 1) if s is not None else None for s in initial]
     num_dir = 2 if direction == "bidirectional" else 1
     hidden = hidden_size or r.shape[-1]
-    params = _params(kind, w, r, b, hidden, num_dir)
+    params = _params(kind, w, r, b, hidden, num_dir, gate_order)
     seq, batch = x.shape[0], x.shape[1]
     hx = [s.contiguous() if s is not None else x.new_zeros(num_dir, batch, hidden) for s in initial]
     reverse = direction == "reverse"
@@ -241,7 +269,8 @@ def _fused(kind, x, w, r, b, initial, *, hidden_size, direction, layout, mode=""
     return (y, *finals)
 
 
-def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layout, make_step, gates, extra=()):
+def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layout, make_step, gates, extra=(),
+               gate_order=None):
     """The op through the Python time loop (any configuration)."""
     if layout:
         x = x.transpose(0, 1)
@@ -249,6 +278,7 @@ def _recurrent(kind, x, w, r, b, lens, initial, *, hidden_size, direction, layou
     num_dir = 2 if direction == "bidirectional" else 1
     batch = x.shape[1]
     hidden = hidden_size or r.shape[-1]
+    w, r, b = _onnx_order(kind, w, r, b, hidden, gate_order)
     ys, finals = [], []
     for d in range(num_dir):
         bias = b[d] if b is not None else torch.zeros(2 * gates * hidden, dtype=x.dtype, device=x.device)
@@ -305,14 +335,14 @@ def gru(
     x, w, r, b=None, sequence_lens=None, initial_h=None, *,
     activation_alpha=None, activation_beta=None, activations=None, clip=None,
     direction: str = "forward", hidden_size: int | None = None, layout: int = 0,
-    linear_before_reset: int = 0, _outputs: int = 1,
+    linear_before_reset: int = 0, gate_order: str | None = None, _outputs: int = 1,
 ):
-    """Gate order z, r, h (update, reset, hidden)."""
+    """Gate order z, r, h (update, reset, hidden); ``gate_order="torch"``: r, z, n."""
     if linear_before_reset and _fusable(
             x, (w, r, b, initial_h), activations=activations, defaults=["sigmoid", "tanh"],
             activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens):
         return _fused("GRU", x, w, r, b, [initial_h], hidden_size=hidden_size, direction=direction,
-                      layout=layout)[:_outputs]
+                      layout=layout, gate_order=gate_order)[:_outputs]
     num_dir = 2 if direction == "bidirectional" else 1
 
     def make_step(d, wd, rd, wb, rb):
@@ -335,7 +365,7 @@ def gru(
         return step
 
     outs = _recurrent("GRU", x, w, r, b, sequence_lens, [initial_h], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=3)
+                      direction=direction, layout=layout, make_step=make_step, gates=3, gate_order=gate_order)
     return outs[:_outputs]
 
 
@@ -344,14 +374,15 @@ def lstm(
     x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, *,
     activation_alpha=None, activation_beta=None, activations=None, clip=None,
     direction: str = "forward", hidden_size: int | None = None, input_forget: int = 0, layout: int = 0,
-    _outputs: int = 1,
+    gate_order: str | None = None, _outputs: int = 1,
 ):
-    """Gate order i, o, f, c; peepholes P = [Pi, Po, Pf]. Outputs Y, Y_h, Y_c."""
+    """Gate order i, o, f, c (``gate_order="torch"``: i, f, g(c), o for ``W``, ``R``, ``B``); peepholes
+    P = [Pi, Po, Pf]. Outputs Y, Y_h, Y_c."""
     if not input_forget and p is None and _fusable(
             x, (w, r, b, initial_h, initial_c), activations=activations, defaults=["sigmoid", "tanh", "tanh"],
             activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, lens=sequence_lens):
         return _fused("LSTM", x, w, r, b, [initial_h, initial_c], hidden_size=hidden_size, direction=direction,
-                      layout=layout)[:_outputs]
+                      layout=layout, gate_order=gate_order)[:_outputs]
     num_dir = 2 if direction == "bidirectional" else 1
 
     def make_step(d, wd, rd, wb, rb, pd):
@@ -380,18 +411,20 @@ def lstm(
         return step
 
     outs = _recurrent("LSTM", x, w, r, b, sequence_lens, [initial_h, initial_c], hidden_size=hidden_size,
-                      direction=direction, layout=layout, make_step=make_step, gates=4, extra=(p,))
+                      direction=direction, layout=layout, make_step=make_step, gates=4, extra=(p,),
+                      gate_order=gate_order)
     return outs[:_outputs]
 
 
 def stacked(x: torch.Tensor, *tensors: torch.Tensor, kind: str, layers: int, bias: bool, states: tuple[bool, ...],
-            hidden: int, direction: str = "forward", mode: str = "") -> torch.Tensor:
+            hidden: int, direction: str = "forward", mode: str = "", gate_order: str = "onnx") -> torch.Tensor:
     """``layers`` ONNX ``kind`` ops of one configuration (layout 0, default activations or ``mode`` for RNN, no
     clip, ``sequence_lens`` or peepholes), each reading the previous one's ``Y`` with its directions merged
     ([seq, batch, dirs * H]), as one multi-layer call of torch's fused kernel; returns the last layer's ``Y``
     [seq, dirs, batch, H]. ``tensors``: each layer's ``W``, ``R`` (and ``B`` with ``bias``), then the initial
     states given, layer by layer (``states``: for each layer and state, whether it is given). Gradients reach
-    every layer's ``W``/``R``/``B`` as they do through the ops one by one."""
+    every layer's ``W``/``R``/``B`` as they do through the ops one by one. ``gate_order``: every layer's, as the
+    ops' attribute."""
     per = 3 if bias else 2
     slots = 2 if kind == "LSTM" else 1
     given = iter(tensors[layers * per :])
@@ -401,8 +434,8 @@ def stacked(x: torch.Tensor, *tensors: torch.Tensor, kind: str, layers: int, bia
     if not _fusable(x, tensors, activations=None, defaults=[], activation_alpha=None, activation_beta=None, clip=None,
                     lens=None):  # e.g. an empty batch: the ops one by one
         op = {"LSTM": lstm, "GRU": gru, "RNN": rnn}[kind]
-        extra: dict[str, Any] = {"GRU": {"linear_before_reset": 1}, "RNN": {"activations": [mode] * num_dir}}.get(
-            kind, {})
+        extra: dict[str, Any] = {"GRU": {"linear_before_reset": 1, "gate_order": gate_order},
+                                 "LSTM": {"gate_order": gate_order}, "RNN": {"activations": [mode] * num_dir}}[kind]
         y = x
         for k, (w, r, b) in enumerate(weights):
             if k:
@@ -410,9 +443,9 @@ def stacked(x: torch.Tensor, *tensors: torch.Tensor, kind: str, layers: int, bia
             y = op(y, w, r, b, None, *initial[k], hidden_size=hidden, direction=direction, **extra)[0]
         return y
     if torch.is_grad_enabled() and any(t.requires_grad for layer in weights for t in layer if t is not None):
-        params = _torch_params(kind, *weights[0], hidden, num_dir, more=tuple(weights[1:]))
+        params = _torch_params(kind, *weights[0], hidden, num_dir, more=tuple(weights[1:]), gate_order=gate_order)
     else:
-        params = [p for w, r, b in weights for p in _params(kind, w, r, b, hidden, num_dir)]
+        params = [p for w, r, b in weights for p in _params(kind, w, r, b, hidden, num_dir, gate_order)]
     batch = x.shape[1]
     hx = []
     for i in range(slots):
