@@ -349,6 +349,9 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     return module
 
 
+#: Calls without effects beyond their result, dropped from generated code when nothing reads it.
+_PURE_VIEWS = frozenset({torch.permute, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.flatten,
+                         operator.getitem})
 _is_compiling = torch.compiler.is_compiling
 _tracing_state = torch._C._get_tracing_state
 
@@ -582,6 +585,9 @@ class _Builder:
                 self._op(op)
         results = [self._value(r) for r in self.outputs]
         self.fx.output(results[0] if len(results) == 1 else tuple(results))
+        for node in reversed(list(self.fx.nodes)):  # views that only a fused call's absorbed inputs read (none now)
+            if node.op == "call_function" and not node.users and node.target in _PURE_VIEWS:
+                self.fx.erase_node(node)
         for node in [n for n in self.fx.nodes if n.op == "get_attr" and not n.users and n.target in self.consts]:
             self.fx.erase_node(node)  # a folded constant that only other constants or shape arithmetic read
         module = CompiledGraph(self.root, self.fx, class_name="CompiledGraph")

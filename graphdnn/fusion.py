@@ -33,7 +33,9 @@ Patterns (ONNX domain, floating tensors of known rank only):
   ``Transpose(perm=[0, 2, 1, 3])`` then ``Reshape`` to [seq, batch, dirs * H] (a constant shape, or shape
   arithmetic on the transposed tensor that nothing else reads, checked when compiled on a few shapes):
   one multi-layer call of torch's kernel (``rnn.stacked``), whose initial states are the layers' own
-  (concatenated), and whose weights are each layer's ``W``/``R``/``B``, gradients included. A layer's
+  (concatenated), and whose weights are each layer's ``W``/``R``/``B``, gradients included. Initial states
+  that are zeros whatever the input (a ``ConstantOfShape`` of 0 or an ``Expand``ed zero scalar, sliced: the
+  exporters' way of writing "none") are left to the kernel, for a single layer too, so nothing computes them. A layer's
   final states, its ``Y`` or the glue between layers being read elsewhere or requested keeps the layers apart.
 
 Direct calls (``direct``): an op whose lowering, for the floating dtypes the graph declares, is one torch
@@ -63,6 +65,9 @@ from graphdnn.ops import rnn as rnn_ops
 from graphdnn.ops.registry import lookup
 
 _FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+#: Ops whose output is all zeros when their first input is (the others give shapes, axes or indices).
+_ZERO_KEEPING = frozenset({"Slice", "Squeeze", "Unsqueeze", "Reshape", "Expand", "Identity", "Cast", "Transpose",
+                           "Tile", "Flatten"})
 _WIDE_FLOATS = frozenset({"float32", "float64"})
 
 
@@ -460,20 +465,22 @@ class _Plan:
                 break
             chain.append(prev)
             absorbed += [prev, *merged[1]]
-        if len(chain) < 2:
-            return None
         kind, direction, mode, bias, hidden, gate_order = layer
         chain.reverse()
         refs = [chain[0].inputs[0]]
         for layer_op in chain:
             refs += layer_op.inputs[1 : 4 if bias else 3]
-        states = []
+        states, zeros = [], 0
         for layer_op in chain:
             for i in (5, 6) if kind == "LSTM" else (5,):
                 given = len(layer_op.inputs) > i and layer_op.inputs[i] is not None
+                if given and self._always_zero(layer_op.inputs[i]):
+                    given, zeros = False, zeros + 1  # the kernel's own zero state: nothing computed per call
                 states.append(given)
                 if given:
                     refs.append(layer_op.inputs[i])
+        if len(chain) < 2 and not zeros:
+            return None
         order = {o.name: i for i, o in enumerate(self.ops)}
         absorbed.sort(key=lambda o: order[o.name])
         kwargs: dict[str, Any] = {"kind": kind, "layers": len(chain), "bias": bias, "states": tuple(states),
@@ -485,6 +492,32 @@ class _Plan:
         if gate_order != "onnx":
             kwargs["gate_order"] = gate_order
         return Fusion(op.name, tuple(o.name for o in absorbed), tuple(refs), rnn_ops.stacked, kwargs)
+
+    def _always_zero(self, ref: str) -> bool:
+        """Whether ``ref`` is all zeros whatever the inputs, of a shape that may depend on them: a
+        ``ConstantOfShape`` of zero (the legacy exporter's initial states) or an ``Expand``ed zero scalar (a
+        ``Constant``, or a non-trainable variable read now, as ``scalar`` does: the dynamo exporter's), possibly
+        sliced, reshaped or cast. (Shape arithmetic computing it is emitted only where read.)"""
+        from graphdnn.ops.static import tensor_from_attr
+        from graphdnn.small_dtypes import decode
+
+        for _ in range(16):
+            if ref in self.inputs:
+                return False
+            op = self.graph.get_operation(split_tensor_name(ref)[0])
+            if op.name not in self.planned:
+                return False
+            if op.type == "Constant" or op.is_variable:  # the dynamo exporter expands a zero scalar
+                return scalar(self.graph, ref) == 0.0
+            if op.domain:
+                return False
+            if op.type == "ConstantOfShape":
+                value = op.attrs.get("value")
+                return value is None or not decode(tensor_from_attr(value)).count_nonzero()
+            if op.type not in _ZERO_KEEPING or not op.inputs or op.inputs[0] is None:
+                return False
+            ref = op.inputs[0]
+        return False
 
     def _recurrent_layer(self, op: Op) -> tuple[str, str, str, bool, int, str] | None:
         """``(kind, direction, mode, bias, hidden, gate_order)`` when recurrent ``op`` runs as one layer of torch's

@@ -835,3 +835,45 @@ def test_conv_bias_that_may_not_be_zero_or_is_requested_is_kept(case):
         np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-5, atol=1e-5)
     assert "expand" in module.code  # the bias is computed...
     assert ("conv_conv(x, w, pads" in module.code) is (case == "requested")  # ...and passed to the conv, if not zero
+
+
+@pytest.mark.parametrize(("op", "fill", "source"), [
+    ("LSTM", 0.0, "ConstantOfShape"), ("GRU", 0.0, "ConstantOfShape"), ("LSTM", 0.5, "ConstantOfShape"),
+    ("GRU", 0.25, "ConstantOfShape"), ("LSTM", 0.0, "Expand"), ("GRU", 0.0, "Expand"), ("LSTM", 0.5, "Expand")])
+def test_zero_initial_states_from_shape_arithmetic_are_left_to_the_kernel(op, fill, source):
+    """The exporters' initial states: shaped [layers * dirs, batch, H] from the input's shape by a ConstantOfShape
+    (legacy exporter) or by Expand of a scalar initializer (dynamo exporter, imported as a constant), then sliced.
+    Zeros run as the kernel's own zero state (one fused call, no per-call state computation); any other fill is
+    computed and passed in. Both match ONNX Runtime at two batch sizes."""
+    gates, hidden, size, seq = {"LSTM": 4, "GRU": 3}[op], 5, 6, 4
+    attrs = {"direction": "bidirectional"} | ({"linear_before_reset": 1} if op == "GRU" else {})
+    inits = {"w": _randn(2, gates * hidden, size), "r": _randn(2, gates * hidden, hidden),
+             "b": _randn(2, 2 * gates * hidden), "four": np.array([4], dtype=np.int64),
+             "hid": np.array([hidden], dtype=np.int64), "one": np.array([1], dtype=np.int64),
+             "zero": np.array([0], dtype=np.int64), "two": np.array([2], dtype=np.int64)}
+    nodes = [h.make_node("Shape", ["x"], ["shape"]), h.make_node("Gather", ["shape", "one"], ["batch"], axis=0),
+             h.make_node("Concat", ["four", "batch", "hid"], ["state"], axis=0),
+             h.make_node("ConstantOfShape", ["state"], ["zeros"],
+                         value=numpy_helper.from_array(np.array([fill], dtype=np.float32)))
+             if source == "ConstantOfShape" else h.make_node("Expand", ["fill", "state"], ["zeros"]),
+             h.make_node("Slice", ["zeros", "zero", "two"], ["h0"]),
+             h.make_node("Slice", ["zeros", "two", "four"], ["c0"]),
+             h.make_node(op, ["x", "w", "r", "b", "", "h0"] + (["c0"] if op == "LSTM" else []), ["y"],
+                         hidden_size=hidden, **attrs)]
+    if source == "Expand":
+        inits["fill"] = np.array(fill, dtype=np.float32)
+    model = _model(nodes, [("x", T.FLOAT, ["seq", "batch", size])], ["y"], inits)
+    graph = load_onnx(model)  # the scalar fill is a constant (a non-trainable variable), the weights trainable
+    assert graph.get_operation("w").attrs["trainable"]
+    assert source != "Expand" or not graph.get_operation("fill").attrs["trainable"]
+    module = gd.compile(graph)
+    calls = [n for n in module.graph.nodes if n.op == "call_function" and n.target is rnn.stacked]
+    if fill == 0.0:
+        assert len(calls) == 1 and not any(calls[0].kwargs["states"]) and "shape_program" not in module.code
+    else:
+        assert not calls and "shape_program" in module.code
+    for batch in (3, 1):
+        x = _randn(seq, batch, size)
+        (expected,) = run_ort(model, {"x": x})
+        with torch.no_grad():
+            torch.testing.assert_close(module(torch.from_numpy(x)), torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
