@@ -14,6 +14,15 @@ from typing import Any
 
 from graphdnn.testing import bootstrap_median_ci, ci_verdict, interleaved_times
 
+#: ``--clock`` choices: elapsed time, or this process's CPU time (steadier on a busy shared machine).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def add_clock(p: argparse.ArgumentParser) -> None:
+    """The ``--clock`` option (``wall`` default)."""
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (steadier on a busy shared machine)")
+
 
 def pin_threads(n: int = 1) -> None:
     """Use ``n`` intra-op threads so timings on small, shared machines are stable."""

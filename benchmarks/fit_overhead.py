@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import parser, pin_threads, write_json  # noqa: E402
+from _util import CLOCKS, add_clock, parser, pin_threads, write_json  # noqa: E402
 
 L2_SCALE = 1e-4
 VARIANTS = ("plain", "l2_maxnorm", "cached")
@@ -123,7 +123,6 @@ def fit_epoch(model: Any, x: Any, y: Any, batch: int, seed: int, optimizer: str,
     return history["loss"][-1]
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = time.perf_counter
 
 
@@ -164,8 +163,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[32, 50, 200])
     p.add_argument("--profile-lines", type=int, default=14)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="wall: elapsed time; cpu: this process's CPU time (steadier on a busy shared machine)")
+    add_clock(p)
     args = p.parse_args()
     pin_threads(args.threads)
     global clock

@@ -22,7 +22,8 @@ Without ``rename``, a graph's own record of source names applies: ``graph.meta["
 by the ONNX import for parameters the torch exporters renamed) renames and transposes on the way, a second
 source name for an already filled variable (tied weights) is noted, and the names in
 ``graph.meta["weight_sources_folded"]`` (folded by an exporter beyond recovery) are left out and listed in
-``report.folded``.
+``report.folded``. A source that holds a graphdnn graph's variables (a graph, a compiled module, a model file,
+a graphdnn checkpoint) is read by the variables' own names, without that record.
 """
 
 from __future__ import annotations
@@ -368,7 +369,8 @@ def restore(
     src, label = as_source(source)
     want_dtype = torch_dtype(dtype) if dtype is not None else None
     s_names = src.names()
-    plan = _SourcePlan(tgt, s_names) if rename is None else None
+    # a graph's record of foreign names applies to foreign sources; a graphdnn one holds the variables by name
+    plan = _SourcePlan(tgt, s_names) if rename is None and not _carries_graph(src) else None
     if plan is not None and plan.active:
         rename, s_names = plan.rename, [n for n in s_names if n not in plan.tied and n not in plan.left_out]
         convert = plan.converter(convert)
@@ -453,6 +455,15 @@ def _gate_conversions(tgt: _Target, src: TensorSource, todo: Mapping[str, str], 
                 else f"{held} gate rows from torch's order to ONNX's")
         report.converted[t] = f"{report.converted[t]}; {note}" if t in report.converted else note
     return out
+
+
+def _carries_graph(src: TensorSource) -> bool:
+    """Whether ``src`` holds a graphdnn graph's variables under their own names (a graph, a compiled module, a
+    model file, a graphdnn checkpoint with its graph)."""
+    if isinstance(getattr(src, "graph", None), Graph):
+        return True
+    graph_json = getattr(src, "graph_json", None)
+    return callable(graph_json) and graph_json() is not None
 
 
 def _source_graph(src: TensorSource, targets: list[str]) -> Graph | None:
