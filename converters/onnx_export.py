@@ -51,7 +51,7 @@ from graphdnn.bulk import paused_gc
 from graphdnn.compiler import CompiledGraph, default_outputs, needed_ops
 from graphdnn.dtypes import is_container_type, onnx_code
 from graphdnn.errors import GraphError
-from graphdnn.gate_order import gate_kind, permute_gates
+from graphdnn.gate_order import check_marked, gate_kind, permute_gates
 from graphdnn.graph import Graph, Op, Tensor
 from graphdnn.names import split_tensor_name, tensor_name
 from graphdnn.ops import registry
@@ -173,14 +173,9 @@ def _onnx_gates(graph: Graph, op: Op, attrs: dict[str, Any]) -> dict[str, Any]:
     order = attrs.pop("gate_order")
     if order in (None, "onnx"):
         return attrs
-    for ref in op.inputs[1:4]:
-        if ref is None:
-            continue
-        var = graph.get_operation(ref)
-        if order != "torch" or not var.is_variable or gate_kind(var.attrs.get("layout")) != op.type:
-            raise GraphError(f"op {op.name!r} ({op.type}, gate_order {order!r}) reads {ref!r}, which is not a "
-                             f"variable marked gates:torch:{op.type}; ONNX cannot express its gate order (call "
-                             "graphdnn.gate_order.to_onnx_gate_order on a graph whose weights are variables)")
+    if order != "torch":
+        raise GraphError(f"op {op.name!r} ({op.type}): gate_order {order!r} is not 'onnx' or 'torch'")
+    check_marked(graph, op)
     return attrs
 
 

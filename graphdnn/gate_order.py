@@ -16,6 +16,7 @@ compiled earlier keeps the attributes it was compiled with.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -24,13 +25,14 @@ from graphdnn.errors import GraphError
 from graphdnn.graph import Graph, Op
 from graphdnn.names import split_tensor_name
 
-__all__ = ["GATES_TORCH", "gate_kind", "permute_gates", "to_onnx_gate_order", "to_torch_gate_order"]
+__all__ = ["GATES_TORCH", "TORCH_GATES", "check_marked", "gate_kind", "gate_rows", "permute_gates",
+           "to_onnx_gate_order", "to_torch_gate_order"]
 
 #: Prefix of the ``layout`` of a variable whose gate blocks are in torch's order (``"gates:torch:LSTM"``).
 GATES_TORCH = "gates:torch"
 
-# ONNX gate blocks in torch's order: LSTM i,o,f,c -> i,f,g(c),o; GRU z,r,h -> r,z,n
-_TORCH_GATES = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2)}
+#: ONNX gate blocks in torch's order: LSTM i,o,f,c -> i,f,g(c),o; GRU z,r,h -> r,z,n.
+TORCH_GATES = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2)}
 _DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 
 
@@ -39,27 +41,33 @@ def gate_kind(layout: Any) -> str | None:
     if not isinstance(layout, str) or not layout.startswith(GATES_TORCH + ":"):
         return None
     kind = layout[len(GATES_TORCH) + 1:]
-    return kind if kind in _TORCH_GATES else None
+    return kind if kind in TORCH_GATES else None
 
 
-def _rows(kind: str, value: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices along dim 1 taking ONNX's gate order to torch's, and back, for ``W``/``R`` (rank 3) or ``B``
-    (rank 2, two halves)."""
-    order = _TORCH_GATES[kind]
+@functools.lru_cache(maxsize=64)
+def gate_rows(order: tuple[int, ...], hidden: int, halves: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Row indices taking ``halves`` blocks of gates (W's and R's rows: 1; B's two halves: 2) in ONNX's order to
+    ``order`` (torch's), and the inverse permutation. Cached: callers only read them."""
+    gates = len(order)
+    rows = torch.tensor([h * gates * hidden + k * hidden + i for h in range(halves) for k in order
+                         for i in range(hidden)], dtype=torch.int64)
+    return rows.to(device), torch.argsort(rows).to(device)
+
+
+def _rows(kind: str, value: torch.Tensor, name: str) -> tuple[torch.Tensor, ...]:
+    """``gate_rows`` along dim 1 of ``W``/``R`` (rank 3) or ``B`` (rank 2, two halves), checked against the shape."""
+    order = TORCH_GATES[kind]
     gates, halves = len(order), 1 if value.dim() == 3 else 2
     if value.dim() not in (2, 3) or value.shape[1] % (gates * halves):
         raise GraphError(f"variable {name!r} of shape {list(value.shape)} is not a {kind} W/R [dirs, {gates}*H, *] "
                          f"or B [dirs, {2 * gates}*H]; its gate blocks cannot be reordered")
-    hidden = value.shape[1] // (gates * halves)
-    rows = torch.tensor([h * gates * hidden + k * hidden + i for h in range(halves) for k in order
-                         for i in range(hidden)], dtype=torch.int64, device=value.device)
-    return rows, torch.argsort(rows)
+    return gate_rows(order, value.shape[1] // (gates * halves), halves, value.device)
 
 
 def permute_gates(value: torch.Tensor, kind: str, to: str, *, name: str = "tensor") -> torch.Tensor:
     """A new tensor: ``value`` (an LSTM/GRU ``W``/``R`` [dirs, G*H, *] or ``B`` [dirs, 2*G*H]) with its gate
     blocks taken to ``to`` (``"torch"`` from ONNX's order, ``"onnx"`` from torch's)."""
-    if kind not in _TORCH_GATES or to not in ("torch", "onnx"):
+    if kind not in TORCH_GATES or to not in ("torch", "onnx"):
         raise GraphError(f"permute_gates: kind must be 'LSTM' or 'GRU' and to 'torch' or 'onnx', not {kind!r}, {to!r}")
     rows, inverse = _rows(kind, value, name)
     return value.index_select(1, rows if to == "torch" else inverse)
@@ -77,7 +85,7 @@ def _candidate(graph: Graph, op: Op) -> tuple[tuple[str, int], list[Op]] | None:
     """``((kind, hidden), [W, R(, B) variables])`` when ``op`` is an ONNX LSTM/GRU in ONNX's gate order whose
     configuration torch's fused kernel runs and whose ``W``/``R``/``B`` are variables of consistent shapes."""
     kind, attrs = op.type, op.attrs
-    if op.domain or kind not in _TORCH_GATES or (attrs.get("gate_order") or "onnx") != "onnx":
+    if op.domain or kind not in TORCH_GATES or (attrs.get("gate_order") or "onnx") != "onnx":
         return None
     if attrs.get("clip") is not None or attrs.get("activation_alpha") or attrs.get("activation_beta"):
         return None
@@ -96,7 +104,7 @@ def _candidate(graph: Graph, op: Op) -> tuple[tuple[str, int], list[Op]] | None:
     variables = [_variable(graph, r) for r in inputs[1:4] if r is not None]
     if len(variables) != len([r for r in inputs[1:4] if r is not None]) or None in variables or len(variables) < 2:
         return None
-    gates = len(_TORCH_GATES[kind])
+    gates = len(TORCH_GATES[kind])
     shapes = [v.attrs.get("shape") for v in variables]
     if any(v.attrs.get("layout") is not None for v in variables) or any(s is None for s in shapes):
         return None
@@ -154,18 +162,25 @@ def to_torch_gate_order(graph: Graph) -> list[str]:
     return list(candidates)
 
 
+def check_marked(graph: Graph, op: Op) -> None:
+    """Raise ``GraphError`` unless every ``W``/``R``/``B`` of LSTM/GRU ``op`` (in torch's gate order) is a variable
+    marked ``gates:torch:<its type>``, the only form whose ONNX order can be written back."""
+    for ref in op.inputs[1:4]:
+        v = _variable(graph, ref)
+        if ref is not None and (v is None or gate_kind(v.attrs.get("layout")) != op.type):
+            raise GraphError(f"op {op.name!r} ({op.type}, gate_order 'torch') reads {ref!r}, which is not a variable "
+                             f"marked {GATES_TORCH}:{op.type}; its gate order cannot be taken back to ONNX's (hold "
+                             "the weights in variables, or import with gate_order='onnx')")
+
+
 def to_onnx_gate_order(graph: Graph) -> list[str]:
     """Undo ``to_torch_gate_order``: every variable marked ``gates:torch`` back to ONNX's gate order (in place)
     with no layout, and every LSTM/GRU op's ``gate_order`` attribute removed; returns those ops' names. An op
     in torch's order whose ``W``/``R``/``B`` is not such a variable raises ``GraphError``."""
-    ops = [op for op in graph.operations() if op.type in _TORCH_GATES and not op.domain
+    ops = [op for op in graph.operations() if op.type in TORCH_GATES and not op.domain
            and op.attrs.get("gate_order") == "torch"]
     for op in ops:
-        for ref in op.inputs[1:4]:
-            v = _variable(graph, ref)
-            if ref is not None and (v is None or gate_kind(v.attrs.get("layout")) != op.type):
-                raise GraphError(f"op {op.name!r} ({op.type}, gate_order 'torch') reads {ref!r}, which is not a "
-                                 f"variable marked {GATES_TORCH}:{op.type}; its gate order cannot be restored")
+        check_marked(graph, op)
     for v in graph.variables():
         kind = gate_kind(v.attrs.get("layout"))
         if kind is None:

@@ -19,13 +19,13 @@ within its own length.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from graphdnn.gate_order import TORCH_GATES, gate_rows
 from graphdnn.ops.registry import register
 
 # name -> (function of (x, alpha, beta), how many of activation_alpha/beta it consumes, defaults)
@@ -89,8 +89,7 @@ def _run(step, x, states, lens, reverse: bool):
     return y, states
 
 
-# ONNX gate blocks in torch's order: LSTM i,o,f,c -> i,f,g(c),o; GRU z,r,h -> r,z,n; RNN has one gate
-_TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": None}
+_TORCH_GATES = {**TORCH_GATES, "RNN": None}  # RNN has one gate
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
@@ -110,16 +109,6 @@ def _fusable(x, tensors, *, activations, defaults, activation_alpha, activation_
         if t is not None and (t.dtype != dtype or t.device != device):
             return False
     return True
-
-
-@functools.lru_cache(maxsize=64)
-def _gate_rows(order: tuple[int, ...], hidden: int, halves: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Row indices taking ``halves`` blocks of gates (W's and R's bias halves of B) to torch's gate order,
-    and the inverse permutation."""
-    gates = len(order)
-    rows = torch.tensor([h * gates * hidden + k * hidden + i for h in range(halves) for k in order
-                         for i in range(hidden)], dtype=torch.int64)
-    return rows.to(device), torch.argsort(rows).to(device)
 
 
 class _Gates(torch.autograd.Function):
@@ -186,8 +175,8 @@ def _torch_params(kind, w, r, b, hidden, num_dir, more: tuple = (), gate_order: 
                 parts += [bi.unbind(0), bh.unbind(0)]
             out += [p[d] for d in range(num_dir) for p in parts]
         return out
-    rows = _gate_rows(tuple(order), hidden, 1, w.device)
-    bias_rows = _gate_rows(tuple(order), hidden, 2, b.device) if b is not None else None
+    rows = gate_rows(order, hidden, 1, w.device)
+    bias_rows = gate_rows(order, hidden, 2, b.device) if b is not None else None
     return list(_Gates.apply(rows, bias_rows, *(t for layer in layers for t in layer if t is not None)))
 
 
@@ -205,10 +194,10 @@ def _onnx_order(kind: str, w, r, b, hidden: int, gate_order: Any) -> tuple:
     order = _TORCH_GATES[kind]
     if _gate_order(gate_order) == "onnx" or order is None:
         return w, r, b
-    inverse = _gate_rows(tuple(order), hidden, 1, w.device)[1]
+    inverse = gate_rows(order, hidden, 1, w.device)[1]
     w, r = w.index_select(1, inverse), r.index_select(1, inverse)
     if b is not None:
-        b = b.index_select(1, _gate_rows(tuple(order), hidden, 2, b.device)[1])
+        b = b.index_select(1, gate_rows(order, hidden, 2, b.device)[1])
     return w, r, b
 
 
