@@ -126,10 +126,14 @@ def init_process_group(backend: str | None = None, timeout_s: float = 300.0) -> 
 @contextlib.contextmanager
 def process_group(backend: str | None = None, timeout_s: float = 300.0) -> Iterator[None]:
     """Initialize the process group (if launched by torchrun) for the block and destroy it after;
-    outside torchrun the block runs as a single process."""
+    outside torchrun the block runs as a single process. A block that ends normally waits for every rank
+    first: a rank that tears the group down while a peer still talks to it can abort that peer (gloo:
+    "terminate called without an active exception")."""
     created = init_process_group(backend, timeout_s)
     try:
         yield
+        if created and dist.is_initialized():
+            barrier()
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()
