@@ -27,7 +27,7 @@ import keyword
 import operator
 import os
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -97,18 +97,36 @@ class CompiledGraph(fx.GraphModule):
     output_names: list[str]
     variable_names: list[str]
     check_inputs: bool = True
+    _graphdnn_reads = module_slots.gathered
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             args, kwargs = self._bind(args, kwargs)
-        tracing = _tracing_state()
-        if self.check_inputs and not tracing and not _is_compiling():
-            accept = self.__dict__.get("_accept")
-            if accept is None or not accept(args):  # the full check converts, or names what is wrong
-                args = self._checked(args)
-        if self._compiled_call_impl is None and not tracing and not _hooked(self):
-            return self.forward(*args)  # what nn.Module.__call__ does here, without its layers of calls
-        return nn.Module.__call__(self, *args)
+        d = self.__dict__
+        if self.check_inputs and not _is_compiling():
+            seen = d.get("_seen")  # the shapes and dtypes of the last feeds that passed the full check
+            if seen is None or len(args) != len(seen):
+                args = self._admit(args)
+            else:
+                for value, (shape, dtype) in zip(args, seen):
+                    if type(value) is not torch.Tensor or value.shape != shape or value.dtype is not dtype:
+                        args = self._admit(args)
+                        break
+        if (d.get("_compiled_call_impl") is not None or d["_forward_hooks"] or d["_forward_pre_hooks"]
+                or d["_backward_hooks"] or d["_backward_pre_hooks"] or _GLOBAL_HOOKS[0] or _GLOBAL_HOOKS[1]
+                or _GLOBAL_HOOKS[2] or _GLOBAL_HOOKS[3] or _tracing_state()):
+            return nn.Module.__call__(self, *args)
+        return self.forward(*args)  # what nn.Module.__call__ does here, without its layers of calls
+
+    def _admit(self, args: tuple) -> tuple:
+        """The full check of a call's inputs (skipped while ``torch.jit.trace`` traces). A call whose
+        tensors have the shapes and dtypes of the last ones to pass it passes in a few comparisons."""
+        if _tracing_state():
+            return args
+        args = self._checked(args)
+        if all(type(value) is torch.Tensor for value in args):
+            self.__dict__["_seen"] = tuple((value.shape, value.dtype) for value in args)
+        return args
 
     def _bind(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         """Positional inputs from feeds named by tensor (``X:0``), op (``X``) or argument (``x``) name."""
@@ -140,7 +158,6 @@ class CompiledGraph(fx.GraphModule):
         specs = self.__dict__.get("_input_specs")
         if specs is None:
             specs = self.__dict__["_input_specs"] = _input_specs(self.source_graph, self.input_names)
-            self.__dict__["_accept"] = _acceptor(specs)
         if len(args) != len(specs):
             raise InputError(f"this module takes {len(specs)} input(s) {self.input_names}, got {len(args)}")
         converted = None
@@ -244,18 +261,21 @@ class CompiledGraph(fx.GraphModule):
         """Regenerate ``forward``. With ``FX_GRAPH_SHOW_META=1`` torch.fx writes every node's ``meta``
         into the source; graphdnn's entries hold names read from files, so they are left out of it."""
         module_slots.install(self)  # generated code reads variables without nn.Module.__getattr__
+        reads = module_slots.BatchedReads(module_slots.gather_reads(self, list(self.graph.nodes)))
         try:
-            if os.environ.get("FX_GRAPH_SHOW_META", "0") != "1":
-                return super().recompile()
-            saved = [(node, node.meta) for node in self.graph.nodes]
-            for node, meta in saved:
-                node.meta = {k: v for k, v in meta.items() if not k.startswith("graphdnn_")}
-            try:
-                return super().recompile()
-            finally:
+            with self.graph.on_generate_code(reads):  # all variables in one read (module_slots)
+                if os.environ.get("FX_GRAPH_SHOW_META", "0") != "1":
+                    return super().recompile()
+                saved = [(node, node.meta) for node in self.graph.nodes]
                 for node, meta in saved:
-                    node.meta = meta
+                    node.meta = {k: v for k, v in meta.items() if not k.startswith("graphdnn_")}
+                try:
+                    return super().recompile()
+                finally:
+                    for node, meta in saved:
+                        node.meta = meta
         finally:
+            reads.install(self)
             # torch.fx routes calls through two wrappers of its own (they add the generated line to an
             # error's message); graphdnn's call goes straight to forward, whose frames name the line anyway
             type(self).__call__ = CompiledGraph.__call__
@@ -356,12 +376,10 @@ _is_compiling = torch.compiler.is_compiling
 _tracing_state = torch._C._get_tracing_state
 
 
-def _hooked(module: nn.Module) -> bool:
-    """Whether a call of ``module`` must run hooks (its own or global ones), as ``nn.Module.__call__`` asks."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or _module_hooks._global_forward_hooks
-                or _module_hooks._global_forward_pre_hooks or _module_hooks._global_backward_hooks
-                or _module_hooks._global_backward_pre_hooks)
+#: The dicts of hooks registered for all modules (torch fills them in place, never replaces them); a call
+#: with any of them or of the module's own hooks goes through ``nn.Module.__call__``.
+_GLOBAL_HOOKS = (_module_hooks._global_forward_hooks, _module_hooks._global_forward_pre_hooks,
+                 _module_hooks._global_backward_hooks, _module_hooks._global_backward_pre_hooks)
 
 
 def _accelerate(module: CompiledGraph, backend: str) -> None:
@@ -404,32 +422,6 @@ def _input_specs(graph: Graph, refs: Sequence[str]) -> list[tuple[Any, ...]]:
             td = None
         specs.append((ref, len(shape) if known else None, fixed, td, None if td is None else td.is_floating_point))
     return specs
-
-
-def _acceptor(specs: list[tuple[Any, ...]]) -> Callable[[tuple], bool]:
-    """A function telling, in a few comparisons, whether a call's inputs are all tensors that pass their
-    ``specs``; when it says no, ``_checked`` runs (it converts numpy input or names what is wrong)."""
-    compact = tuple((rank, tuple(fixed), floating) for _, rank, fixed, _, floating in specs)
-    count, tensor = len(compact), torch.Tensor
-
-    def accept(args: tuple) -> bool:
-        if len(args) != count:
-            return False
-        for value, (rank, fixed, floating) in zip(args, compact):
-            if type(value) is not tensor:
-                return False
-            if rank is not None:
-                shape = value.shape
-                if len(shape) != rank:
-                    return False
-                for axis, size in fixed:
-                    if shape[axis] != size:
-                        return False
-            if floating is not None and value.dtype.is_floating_point is not floating:
-                return False
-        return True
-
-    return accept
 
 
 def _show_shape(spec: tuple[Any, ...]) -> str:

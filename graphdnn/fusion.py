@@ -17,7 +17,8 @@ Patterns (ONNX domain, floating tensors of known rank only):
   cast, ``Expand``ed or ``ConstantOfShape``d to a shape computed from constants and the shapes of variables
   (fixed once compiled): ``Conv(x, W)``, the glue that nothing else reads absorbed (any dtype or rank).
 - ``ReduceMean(SoftmaxCrossEntropyLoss(scores, labels, reduction="none"))`` over every axis, without
-  weights or ``ignore_index`` (which would change the divisor): ``F.cross_entropy(scores, labels)``.
+  weights or ``ignore_index`` (which would change the divisor): ``F.cross_entropy(scores, labels)`` (with int64
+  labels and a scalar result, the binding it calls, ``torch._C._nn.cross_entropy_loss``, called directly).
 - attention, as the exporters write it: ``MatMul(Softmax(S), V)`` where ``S`` is ``MatMul(Q, Kt)``, optionally
   divided (``Div``) or multiplied (``Mul``) by a scalar, then optionally masked: ``Add`` of a floating mask
   (either order) or ``Where(cond, x, fill)`` / ``Where(cond, fill, x)`` with a scalar ``fill <= -1e30``
@@ -340,6 +341,8 @@ class _Plan:
         if not self._all_axes(mean, rank):
             return None
         keep = rank if mean.attrs.get("keepdims", 1) else 0
+        if not keep and self.dtype(labels) == "int64":  # what F.cross_entropy(scores, labels) calls (1: the mean)
+            return Fusion(mean.name, (sce.name,), (scores, labels), torch._C._nn.cross_entropy_loss, {"reduction": 1})
         return Fusion(mean.name, (sce.name,), (scores, labels), softmax_cross_entropy_mean,
                       {"keep_rank": keep} if keep else {})
 

@@ -1,4 +1,5 @@
-"""Compiled modules read their variables through properties: every way of changing a variable shows."""
+"""Compiled modules read their variables through properties, all of them in one read per call: every
+way of changing a variable shows."""
 
 import copy
 import pickle
@@ -6,7 +7,7 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 
 import graphdnn as gd
 from graphdnn import layers, nn
@@ -122,3 +123,65 @@ def test_calls_run_hooks_tracing_and_compiled_forwards_as_nn_module_does():
     m.compile(backend="eager")
     assert m._compiled_call_impl is not None
     torch.testing.assert_close(m(x), _reference(m, x))
+
+
+def _by_attributes(module, x):
+    """The computation from what the module's attributes hold now (parametrized, pruned or plain)."""
+    return F.relu(x @ module.d1.kernel + module.d1.bias) @ module.d2.kernel + module.d2.bias
+
+
+def test_generated_code_reads_all_variables_at_once():
+    _, m = _model()
+    assert "d1_kernel, d1_bias, d2_kernel, d2_bias = self._graphdnn_reads()" in m.code
+    assert "self.d1" not in m.code
+
+
+def test_one_read_follows_functional_call_assign_parametrize_and_prune():
+    _, m = _model()
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+    swapped = {k: torch.randn_like(v) for k, v in m.state_dict().items()}
+    expected = F.relu(x @ swapped["d1.kernel"] + swapped["d1.bias"]) @ swapped["d2.kernel"] + swapped["d2.bias"]
+    torch.testing.assert_close(torch.func.functional_call(m, swapped, (x,)), expected)
+    torch.testing.assert_close(m(x), _by_attributes(m, x))                       # its own variables again
+    m.load_state_dict({k: torch.randn_like(v) for k, v in m.state_dict().items()}, assign=True)
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+    parametrize.register_parametrization(m.d2, "kernel", _Doubled())
+    torch.testing.assert_close(m(x), _by_attributes(m, x))                       # recomputed at each call
+    with torch.no_grad():
+        m.d2.parametrizations.kernel.original.mul_(-1)
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+    parametrize.remove_parametrizations(m.d2, "kernel")
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+    prune.l1_unstructured(m.d1, "kernel", amount=0.5)                        # a plain attribute now
+    assert int((m.d1.kernel == 0).sum()) == 6
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+    prune.remove(m.d1, "kernel")
+    with torch.no_grad():
+        m.d1.kernel.add_(1.0)                                                 # in place: the same tensor
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+    m.d2 = copy.deepcopy(m.d2)                                                # a scope replaced
+    m.d2.bias = torch.nn.Parameter(torch.tensor([3.0, -3.0]))
+    torch.testing.assert_close(m(x), _by_attributes(m, x))
+
+
+def test_one_read_under_torch_compile_and_export():
+    _, m = _model()
+    x = torch.randn(5, 4)
+    compiled = torch.compile(m, backend="eager", fullgraph=True)              # no graph break
+    torch.testing.assert_close(compiled(x), _by_attributes(m, x))
+    exported = torch.export.export(m, (x,))
+    assert list(exported.graph_signature.parameters) == ["d1.kernel", "d1.bias", "d2.kernel", "d2.bias"]
+    torch.testing.assert_close(exported.module()(x), _by_attributes(m, x))
+
+
+def test_a_call_checks_feeds_again_when_their_shape_or_dtype_changes():
+    _, m = _model()
+    m(torch.randn(5, 4))
+    with pytest.raises(gd.InputError, match="X"):
+        m(torch.randn(5, 3))
+    with pytest.raises(gd.InputError, match="X"):
+        m(torch.ones(5, 4, dtype=torch.int64))
+    m(torch.randn(7, 4))
+    with pytest.raises(gd.InputError, match="X"):
+        m(torch.randn(7, 4, 1))

@@ -304,6 +304,20 @@ def test_progress_bar_tty_redraws_and_disabled_is_silent():
     assert quiet.getvalue() == ""
 
 
+def test_progress_bar_tick_counts_and_says_when_to_redraw():
+    stream = io.StringIO()
+    bar = ProgressBar(4, stream=stream, tty=True, min_interval=3600.0)
+    assert bar.tick()                          # never drawn yet: due
+    bar.update(0, loss=1.5)
+    assert stream.getvalue().startswith("\r[") and "1/4" in stream.getvalue() and "loss=1.5" in stream.getvalue()
+    assert not bar.tick() and not bar.tick()   # drawn a moment ago: counted, not due
+    assert bar.count == 3
+    piped = ProgressBar(4, stream=io.StringIO())
+    assert not piped.tick() and piped.count == 1   # not a terminal: counts, never due
+    off = ProgressBar(4, stream=io.StringIO(), enabled=False)
+    assert not off.tick() and off.count == 0
+
+
 # ---------------------------------------------------------------- PNG learning curves
 
 

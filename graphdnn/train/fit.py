@@ -209,6 +209,7 @@ def fit(
             raise InputError(_NO_LABELS)
         if run is not None:
             batches = run.shard(batches)
+        step.place(batches)
         return _train(step, ending, batches, epochs, batch_scheduler, callbacks, stopper, progress)
 
 
@@ -297,41 +298,60 @@ class _TrainStep:
         self.hooks, self.augment, self.clip_value, self.clip_norm, self.run = hooks, augment, clip_value, clip_norm, run
         self.params = [p for group in opt.param_groups for p in group["params"]]
         self.count = 0  # steps taken over the whole run
+        # the hooks that do something, resolved once: a step calls only those
+        self.penalty = hooks.penalty if hooks.loss_hook is not None or hooks.extra_regularizers else None
+        self.add_gradients = hooks.add_gradients if hooks.compiled_penalty is not None else None
+        self.constrain = hooks.constrain if hooks.has_constraints else None
+        self.placed = False  # whether batches come on the device, floating ones in the model's dtype
+
+    def place(self, batches: Any) -> None:
+        """Tell the step whether ``batches`` yield ``(x, y)`` tuples of tensors already where the model
+        computes (in-memory data prepared by ``make_batches``), so that no batch needs checking or moving."""
+        x, y = (batches.x, batches.y) if isinstance(batches, TensorBatches) else (None, None)
+        self.placed = (x is not None and y is not None and x.device == self.device and y.device == self.device
+                       and (not x.is_floating_point() or x.dtype == self.float_dtype))
 
     def __call__(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None, int]:
-        xb, yb = split_batch(batch)
-        if yb is None:
-            raise InputError(_NO_LABELS)
-        if xb.device != self.device or (xb.is_floating_point() and xb.dtype != self.float_dtype):
-            xb = xb.to(device=self.device, dtype=self.float_dtype if xb.is_floating_point() else xb.dtype)
-        if yb is not None and yb.device != self.device:
-            yb = yb.to(self.device)
+        if self.placed:
+            xb, yb = batch
+        else:
+            xb, yb = split_batch(batch)
+            if yb is None:
+                raise InputError(_NO_LABELS)
+            if xb.device != self.device or (xb.is_floating_point() and xb.dtype != self.float_dtype):
+                xb = xb.to(device=self.device, dtype=self.float_dtype if xb.is_floating_point() else xb.dtype)
+            if yb.device != self.device:
+                yb = yb.to(self.device)
         if self.augment is not None:
             xb = self.augment(xb)
         run = self.run
         self.opt.zero_grad(set_to_none=True)
-        out = select_output(self.forward(xb), self.output)
-        n = len(xb)
+        out = self.forward(xb)
+        if type(out) is not Tensor:
+            out = select_output(out, self.output)
+        n = xb.shape[0]
         # an empty share of a tiny global batch still joins DDP's gradient reduction, adding zero
         objective = self.loss_fn(out, yb) if n or run is None else out.sum() * 0.0
         data_loss = objective
         if run is not None:  # weight the rank's mean by its share: DDP's average is the global mean
             data_loss = objective * (n * run.world_size / max(run.global_count(n), 1))
-        penalty = self.hooks.penalty()
+        penalty = self.penalty() if self.penalty is not None else None
         if penalty is not None:
             objective = objective + penalty
             data_loss = data_loss + penalty
         data_loss.backward()
         objective = objective.detach()
-        compiled_penalty = self.hooks.add_gradients()
-        if compiled_penalty is not None:
-            objective = objective + compiled_penalty
+        if self.add_gradients is not None:
+            compiled_penalty = self.add_gradients()
+            if compiled_penalty is not None:
+                objective = objective + compiled_penalty
         if self.clip_value is not None:
             clip_gradients_by_value(self.params, self.clip_value)
         if self.clip_norm is not None:
             clip_gradients_by_global_norm(self.params, self.clip_norm)
         self.opt.step()
-        self.hooks.constrain()
+        if self.constrain is not None:
+            self.constrain()
         self.count += 1
         return objective, out.detach(), yb, n
 
@@ -359,12 +379,10 @@ def _train_epoch(step: _TrainStep, batches: Iterable[Any], bar: ProgressBar, sch
             with torch.no_grad():
                 for name, fn in step.metric_fns:
                     values[name].append(fn(out, yb))
-        if bar.due() and counts:
+        if bar.tick() and counts:
             shown_sum += float(_weighted_sum(values["loss"][shown:], counts[shown:]))
             shown = len(counts)
-            bar.update(1, loss=shown_sum / max(sum(counts), 1))
-        else:
-            bar.update(1)
+            bar.update(0, loss=shown_sum / max(sum(counts), 1))
         for hook in batch_end:
             hook(step.count, {"loss": objective})
     sums = {name: _weighted_sum(vals, counts) for name, vals in values.items() if vals}

@@ -19,13 +19,16 @@ MetricFn = Callable[[Tensor, Tensor], Tensor]
 def sparse_softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross entropy of integer ``labels`` against unnormalized ``logits`` ``(n, classes)``; floating
     labels must hold whole numbers (class indices), anything else raises ``InputError``."""
-    if labels.dim() != 1 and labels.dim() == logits.dim():
+    rank = labels.dim()
+    if rank != 1 and rank == logits.dim():
         raise InputError(f"sparse_softmax_cross_entropy takes one class index per sample; the labels have shape "
                          f"{list(labels.shape)} (one-hot? pass labels.argmax(-1))")
-    if labels.is_floating_point() and not bool((labels == labels.trunc()).all()):
-        raise InputError("sparse_softmax_cross_entropy takes integer class labels; the labels hold fractional "
-                         "values (use loss='mse' or 'sigmoid_cross_entropy' for real-valued targets)")
-    return F.cross_entropy(logits, labels.long())
+    if labels.dtype is not torch.int64:
+        if labels.is_floating_point() and not bool((labels == labels.trunc()).all()):
+            raise InputError("sparse_softmax_cross_entropy takes integer class labels; the labels hold fractional "
+                             "values (use loss='mse' or 'sigmoid_cross_entropy' for real-valued targets)")
+        labels = labels.long()
+    return F.cross_entropy(logits, labels)
 
 
 def sigmoid_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -41,11 +44,16 @@ def mean_squared_error(predictions: Tensor, targets: Tensor) -> Tensor:
 def accuracy(outputs: Tensor, labels: Tensor) -> Tensor:
     """Fraction of correct predictions: ``in_top_k(outputs, labels, 1)`` for ``(n, classes)`` logits,
     ``outputs > 0`` against 0/1 labels for a single logit per sample."""
-    if outputs.dim() == 1 or outputs.shape[-1] == 1:
+    shape = outputs.shape
+    if len(shape) == 1 or shape[-1] == 1:
         predicted = (outputs.reshape(-1) > 0).long()
     else:
         predicted = outputs.argmax(dim=-1)
-    return (predicted == labels.reshape(predicted.shape).long()).to(torch.float32).mean()
+    if labels.shape != predicted.shape:
+        labels = labels.reshape(predicted.shape)
+    if labels.is_floating_point():  # 0./1. labels: compared as the integers they hold, as before
+        labels = labels.long()
+    return (predicted == labels).to(torch.float32).mean()
 
 
 _LOSSES: dict[str, LossFn] = {

@@ -60,6 +60,14 @@ class ProgressBar:
             self.stream.write("\r" + self.render() + "\x1b[K")
             self.stream.flush()
 
+    def tick(self) -> bool:
+        """Advance by one step without drawing; True when the line is due for a redraw, which the caller
+        then makes with ``update(0, **stats)`` (so costly stats are computed only when shown)."""
+        if not self.enabled or self._closed:
+            return False
+        self.count += 1
+        return self.tty and time.monotonic() - self._last_draw >= self.min_interval
+
     def due(self) -> bool:
         """Whether the next :meth:`update` would redraw the line: compute costly stats only then."""
         if not (self.enabled and self.tty) or self._closed:
