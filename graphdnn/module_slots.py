@@ -174,7 +174,6 @@ def install(module: nn.Module) -> None:
         stack.extend(child for child in scope.__dict__["_modules"].values() if child is not None)
 
 
-
 # -- all variables in one read -----------------------------------------------------------------
 _CACHE = "_graphdnn_read_cache"
 _PATHS = "_graphdnn_read_paths"
