@@ -7,8 +7,10 @@ Per batch size: epoch time of full-forward training (frozen layers recomputed ev
 time of training the top on graphdnn's cache, and the same for a hand-written torch cache (the
 reference speed-up); ``cache_vs_hand`` is graphdnn's cached epoch over the hand-written one (medians
 of interleaved repeats; the same tensors and batch order). The one-time caching cost is reported
-apart. Targets: graphdnn's speed-up >= 2.75x at batch 50 and >= 3.9x at batch 200, and within 5% of
-the hand-written cache's in the same run (``cache_vs_hand`` <= 1.05).
+apart. Target: graphdnn's speed-up within 5% of the hand-written cache's in the same run
+(``speedup_vs_hand`` >= 0.95, ``cache_vs_hand`` <= 1.05). On the machine where it was set, that meant
+>= 2.75x at batch 50 and >= 3.9x at batch 200; the speed-ups themselves depend on the machine (its matrix
+multiply against its per-call overhead), so they are printed beside the hand-written cache's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import CLOCKS, add_clock, parser, pin_threads, write_json  # noqa: E402
 
-TARGETS = {50: 2.75, 200: 3.9}  # graphdnn's cached speed-up per batch size
+SPEEDUP_SHARE = 0.95  # graphdnn's cached speed-up over the hand-written cache's, at least
 
 
 def build(n_in: int = 784):
@@ -123,16 +125,16 @@ def main() -> None:
         hand = statistics.median(f / c for f, c in zip(times["full"], times["hand_cache"]))
         versus = statistics.median(c / h for c, h in zip(times["graphdnn_cache"], times["hand_cache"]))
         steps = -(-args.samples // batch)
+        share = statistics.median(h / c for h, c in zip(times["hand_cache"], times["graphdnn_cache"]))
         results["batches"][str(batch)] = {"speedup_graphdnn": ours, "speedup_hand": hand, "cache_vs_hand": versus,
+                                          "speedup_vs_hand": share,
                                           **{f"{k}_s": statistics.median(t) for k, t in times.items()},
                                           **{f"{k}_step_us": statistics.median(t) / steps * 1e6
                                              for k, t in times.items()}}
-        target = TARGETS.get(batch)
         print(f"  batch {batch:4d}: full {statistics.median(times['full']):.2f}s, graphdnn cache "
-              f"{statistics.median(times['graphdnn_cache']):.2f}s -> {ours:.2f}x"
-              f"{f' (target >= {target}x)' if target else ''}; hand-written cache "
-              f"{statistics.median(times['hand_cache']):.2f}s -> {hand:.2f}x; graphdnn / hand-written cached epoch "
-              f"{versus:.3f} (target <= 1.05)")
+              f"{statistics.median(times['graphdnn_cache']):.2f}s -> {ours:.2f}x; hand-written cache "
+              f"{statistics.median(times['hand_cache']):.2f}s -> {hand:.2f}x; graphdnn's speed-up / the hand-written "
+              f"one {share:.3f} (target >= {SPEEDUP_SHARE}); cached epoch graphdnn / hand-written {versus:.3f}")
     write_json(args.json, results)
 
 
