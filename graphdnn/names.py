@@ -30,11 +30,26 @@ import unicodedata
 import urllib.parse
 from typing import Any
 
+import torch.fx as fx
 import torch.nn as nn
 
 from graphdnn.errors import GraphError
 
-_RESERVED = frozenset(dir(nn.Module)) | {"training", "graph", "code", "source_graph"}
+# graphdnn's own attributes of a compiled module (a test checks this list against ``CompiledGraph``)
+_COMPILED_ATTRIBUTES = frozenset({"source_graph", "input_names", "output_names", "variable_names", "check_inputs",
+                                  "summary", "variable", "graph_state_dict", "regularization_loss",
+                                  "apply_constraints"})
+
+
+@functools.cache
+def _reserved() -> frozenset[str]:
+    """The attributes of a compiled module: ``nn.Module``'s and torch.fx ``GraphModule``'s (its class and an
+    instance: torch versions add fields) and graphdnn's own. A path segment spelled like one is escaped,
+    so that a variable neither hides an attribute nor fails to become a child module."""
+    probe = fx.GraphModule(nn.Module(), fx.Graph())
+    return frozenset(dir(fx.GraphModule)) | frozenset(vars(probe)) | _COMPILED_ATTRIBUTES
+
+
 # names generated code relies on: an argument or value named like one would shadow it
 _CODE_GLOBALS = frozenset(dir(builtins)) | {"self", "torch", "operator", "math", "fx_pytree", "pytree", "device",
                                             "inf", "nan", "builtins"}
@@ -65,7 +80,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 
 
 def _escape_segment(seg: str) -> str:
-    if _PLAIN.fullmatch(seg) and seg not in _RESERVED and not keyword.iskeyword(seg):
+    if _PLAIN.fullmatch(seg) and seg not in _reserved() and not keyword.iskeyword(seg):
         return seg
     if seg == "":
         return "%"
@@ -73,7 +88,7 @@ def _escape_segment(seg: str) -> str:
     if not out.isascii() and unicodedata.normalize("NFKC", out) != out:
         # Python reads identifiers in NFKC (``self.º`` is ``self.o``): keep only ASCII as it is
         out = "".join(ch if ch.isascii() and (ch.isalnum() or ch in _SAFE) else _encode_char(ch) for ch in seg)
-    if out in _RESERVED or out.startswith("_") or keyword.iskeyword(out):
+    if out in _reserved() or out.startswith("_") or keyword.iskeyword(out):
         out = _encode_char(out[0]) + out[1:]
     return out
 

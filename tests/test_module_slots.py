@@ -185,3 +185,18 @@ def test_a_call_checks_feeds_again_when_their_shape_or_dtype_changes():
     m(torch.randn(7, 4))
     with pytest.raises(gd.InputError, match="X"):
         m(torch.randn(7, 4, 1))
+
+
+def test_variables_named_like_any_attribute_of_a_compiled_module_compile_and_train():
+    """Every public attribute of a compiled module (methods, graphdnn's and torch.fx's own fields) is a
+    name a layer may have: the variable gets an escaped path and the attribute stays what it was."""
+    _, m = _model()
+    public = {n for n in (*dir(gd.CompiledGraph), *vars(m)) if not n.startswith("_")}
+    for scope in sorted(public):
+        g = gd.Graph("names")
+        x = g.placeholder("X", (None, 2))
+        w = g.variable(f"{scope}/kernel", value=torch.eye(2) * 3)
+        module = gd.compile(g, inputs=[x], outputs=[nn.matmul(x, w)])
+        torch.testing.assert_close(module(torch.ones(1, 2)), torch.full((1, 2), 3.0), msg=scope)
+        assert module.variable(f"{scope}/kernel") is module.graph_state_dict()[f"{scope}/kernel"]
+        assert type(getattr(module, scope)) is type(getattr(m, scope)), scope  # the attribute, not a scope
