@@ -620,6 +620,15 @@ class _Builder:
         if not _safe_path(key):  # names.state_key escapes every such character: a failed invariant
             raise GraphError(f"variable {op.name!r} maps to module path {key!r}, which generated code cannot name")
         parts = key.split(".")
+        for i, seg in enumerate(parts):
+            owner = CompiledGraph if i == 0 else nn.Module
+            if hasattr(owner, seg):  # names.state_key escapes torch's and graphdnn's: one a library added since
+                where = getattr(getattr(owner, seg), "__module__", None) or "another library"
+                raise GraphError(
+                    f"variable {op.name!r} maps to module path {key!r}, whose part {seg!r} is an attribute that "
+                    f"{where} added to {owner.__name__} in this process; rename the variable or its scope "
+                    "(Graph.rename_ops, graphdnn.surgery.rename_scope) before compiling"
+                )
         for i in range(1, len(parts)):
             self.scopes.add(".".join(parts[:i]))
         clash = key in self.scopes or any(".".join(parts[:i]) in self.root for i in range(1, len(parts)))

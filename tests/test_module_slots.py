@@ -188,10 +188,10 @@ def test_a_call_checks_feeds_again_when_their_shape_or_dtype_changes():
 
 
 def test_variables_named_like_any_attribute_of_a_compiled_module_compile_and_train():
-    """Every public attribute of a compiled module (methods, graphdnn's and torch.fx's own fields) is a
-    name a layer may have: the variable gets an escaped path and the attribute stays what it was."""
+    """Every public attribute torch and graphdnn give a compiled module (methods, graphdnn's and torch.fx's
+    own fields) is a name a layer may have: the variable gets an escaped path and the attribute stays."""
     _, m = _model()
-    public = {n for n in (*dir(gd.CompiledGraph), *vars(m)) if not n.startswith("_")}
+    public = {n for n in (*dir(gd.CompiledGraph), *vars(m)) if not n.startswith("_") and _ours(gd.CompiledGraph, n)}
     for scope in sorted(public):
         g = gd.Graph("names")
         x = g.placeholder("X", (None, 2))
@@ -200,3 +200,18 @@ def test_variables_named_like_any_attribute_of_a_compiled_module_compile_and_tra
         torch.testing.assert_close(module(torch.ones(1, 2)), torch.full((1, 2), 3.0), msg=scope)
         assert module.variable(f"{scope}/kernel") is module.graph_state_dict()[f"{scope}/kernel"]
         assert type(getattr(module, scope)) is type(getattr(m, scope)), scope  # the attribute, not a scope
+
+
+def _ours(cls, name):
+    """Whether torch or graphdnn defines ``cls.name`` (libraries may add methods to ``nn.Module`` at run time)."""
+    owner = getattr(getattr(cls, name, None), "__module__", None)
+    return owner is None or owner.split(".")[0] in ("torch", "graphdnn", "builtins")
+
+
+def test_a_name_a_library_added_to_nn_module_at_run_time_is_refused_clearly(monkeypatch):
+    monkeypatch.setattr(torch.nn.Module, "added_later", lambda self: None, raising=False)
+    g = gd.Graph("late")
+    x = g.placeholder("X", (None, 2))
+    w = g.variable("added_later/kernel", value=torch.eye(2))
+    with pytest.raises(gd.GraphError, match="'added_later/kernel'.*'added_later'.*rename"):
+        gd.compile(g, inputs=[x], outputs=[nn.matmul(x, w)])
