@@ -13,8 +13,8 @@ the class already defines (methods, ``training``) are left alone.
 process-wide :data:`EPOCH`. That lets a compiled module read all its variables in one step
 (:func:`gather_reads`, :class:`BatchedReads`): the tuple read last time is reused while no store changed
 (``functional_call``, ``load_state_dict(assign=True)``, parametrizations and pruning all change one).
-A variable that something other than a store supplies (a parametrization's property, a plain attribute,
-a store that is a plain dict again, as in ``DataParallel``'s replicas) is read afresh at every call.
+A variable that something other than a counting store supplies (a parametrization's property, a plain
+attribute, a store replaced by a plain dict) is read afresh at every call.
 """
 
 from __future__ import annotations
@@ -38,50 +38,25 @@ class Store(dict):
 
     __slots__ = ()
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        dict.__setitem__(self, key, value)
-        EPOCH[0] += 1
-
-    def __delitem__(self, key: Any) -> None:
-        dict.__delitem__(self, key)
-        EPOCH[0] += 1
-
-    def pop(self, *args: Any) -> Any:
-        try:
-            return dict.pop(self, *args)
-        finally:
-            EPOCH[0] += 1
-
-    def popitem(self) -> tuple[Any, Any]:
-        try:
-            return dict.popitem(self)
-        finally:
-            EPOCH[0] += 1
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        try:
-            return dict.setdefault(self, key, default)
-        finally:
-            EPOCH[0] += 1
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            dict.update(self, *args, **kwargs)
-        finally:
-            EPOCH[0] += 1
-
-    def clear(self) -> None:
-        dict.clear(self)
-        EPOCH[0] += 1
-
-    def __ior__(self, other: Any) -> Store:
-        try:
-            return dict.__ior__(self, other)
-        finally:
-            EPOCH[0] += 1
-
     def __reduce_ex__(self, protocol: Any) -> Any:  # copies and pickles are plain dicts
         return dict, (dict(self),)
+
+
+def _counted(name: str) -> Callable[..., Any]:
+    change = getattr(dict, name)
+
+    def counted(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return change(self, *args, **kwargs)
+        finally:
+            EPOCH[0] += 1
+
+    counted.__name__ = counted.__qualname__ = name
+    return counted
+
+
+for _name in ("__setitem__", "__delitem__", "pop", "popitem", "setdefault", "update", "clear", "__ior__"):
+    setattr(Store, _name, _counted(_name))  # every dict method that changes the dict
 
 
 class _Slot(property):
@@ -181,22 +156,26 @@ _PATHS = "_graphdnn_read_paths"
 READS = "_graphdnn_reads"
 
 
+def _slot(owner: Any, name: str) -> bool:
+    """Whether ``owner.name`` is read through a slot of ``owner``'s class."""
+    return isinstance(owner, nn.Module) and isinstance(type(owner).__dict__.get(name), _Slot)
+
+
 def _slotted(module: nn.Module, path: str) -> bool:
-    """Whether each step of ``path`` below ``module`` is read by a slot of this module."""
+    """Whether each step of ``path`` below ``module`` is read by a slot."""
     owner: Any = module
     for name in path.split("."):
-        if not isinstance(owner, nn.Module) or not isinstance(type(owner).__dict__.get(name), _Slot):
+        if not _slot(owner, name):
             return False
         owner = getattr(owner, name)
     return True
 
 
-def _direct(owner: nn.Module, name: str) -> bool:
-    """Whether ``owner.name`` comes from one of ``owner``'s stores, all of them counting their changes."""
-    d = owner.__dict__
-    if not isinstance(type(owner).__dict__.get(name), _Slot) or name in d:
+def _direct(owner: Any, name: str) -> bool:
+    """Whether ``owner.name`` is read by a slot from one of ``owner``'s stores, all of them counting changes."""
+    if not _slot(owner, name) or name in owner.__dict__:
         return False
-    stores = [d[store] for store in _STORES]
+    stores = [owner.__dict__[store] for store in _STORES]
     return all(type(s) is Store for s in stores) and any(name in s for s in stores)
 
 
@@ -209,7 +188,7 @@ def _refresh(module: nn.Module) -> tuple:
     for path in d[_PATHS]:
         owner: Any = module
         for name in path.split("."):
-            steady = steady and isinstance(owner, nn.Module) and _direct(owner, name)
+            steady = steady and _direct(owner, name)
             owner = getattr(owner, name)
         values.append(owner)
     result = tuple(values)
@@ -224,6 +203,7 @@ def gathered(module: nn.Module) -> tuple:
     itself, through ``nn.Module.__getattr__``)."""
     d = module.__dict__
     cached = d.get(_CACHE)
+    # the instance dict's id: a shallow copy of the module (its __dict__ copied) reads its own variables
     if cached is not None and cached[0] == EPOCH[0] and cached[1] == id(d) and cached[2] is not None:
         return cached[2]
     return _refresh(module)

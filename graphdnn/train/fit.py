@@ -298,10 +298,7 @@ class _TrainStep:
         self.hooks, self.augment, self.clip_value, self.clip_norm, self.run = hooks, augment, clip_value, clip_norm, run
         self.params = [p for group in opt.param_groups for p in group["params"]]
         self.count = 0  # steps taken over the whole run
-        # the hooks that do something, resolved once: a step calls only those
-        self.penalty = hooks.penalty if hooks.loss_hook is not None or hooks.extra_regularizers else None
-        self.add_gradients = hooks.add_gradients if hooks.compiled_penalty is not None else None
-        self.constrain = hooks.constrain if hooks.has_constraints else None
+        self.penalty, self.add_gradients, self.constrain = hooks.needed()  # resolved once, None: nothing to do
         self.placed = False  # whether batches come on the device, floating ones in the model's dtype
 
     def place(self, batches: Any) -> None:

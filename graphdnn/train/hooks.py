@@ -149,6 +149,13 @@ class StepHooks:
         self.constraint_hook = None if specs is not None else _hook(model, "apply_constraints")
         self.has_constraints = bool(self.compiled_constraint or self.constraint_hook or self.extra_constraints)
 
+    def needed(self) -> tuple[Callable[[], Tensor | None] | None, Callable[[], Tensor | None] | None,
+                              Callable[[], None] | None]:
+        """``(penalty, add_gradients, constrain)``, each None where it would do nothing: what a step calls."""
+        return (self.penalty if self.loss_hook is not None or self.extra_regularizers else None,
+                self.add_gradients if self.compiled_penalty is not None else None,
+                self.constrain if self.has_constraints else None)
+
     def penalty(self) -> Tensor | None:
         """The penalty terms that go through autograd (None when there is none)."""
         terms = []
